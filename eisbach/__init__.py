@@ -1,0 +1,1 @@
+"""Eisbach: a reproducibility pipeline for entropy-weighted audio-diffusion fine-tuning."""

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds .venv/ at the repo root from envs/requirements.lock (hashes required).
+# Does nothing when the venv already matches the lock.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+lock=envs/requirements.lock
+stamp=.venv/.lock.sha256
+want=$(sha256sum "$lock" | cut -d' ' -f1)
+if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+  exit 0
+fi
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || { echo "setup: $python not found; Python 3.11 is required (set PYTHON=...)" >&2; exit 1; }
+[[ -x .venv/bin/python ]] || "$python" -m venv .venv
+uv_version=$(sed -n 's/^uv==\([^ ]*\).*/\1/p' "$lock")
+[[ -x .venv/bin/uv ]] || .venv/bin/python -m pip install -q "uv==$uv_version"
+.venv/bin/uv pip sync --python .venv/bin/python --require-hashes "$lock"
+.venv/bin/uv pip install -q --python .venv/bin/python --no-deps --no-build-isolation -e .
+echo "$want" > "$stamp"

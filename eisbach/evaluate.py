@@ -1,0 +1,265 @@
+"""Evaluate stage: Table 2 metrics per sample, and a verdict per claim computed from them.
+
+A claim compares the barrier runs (scheme ``eisbach`` with lam > 0) against the baseline runs
+(scheme ``none``) on the same prompts and seeds. A verdict is "supported" when the bootstrap CI
+of the difference excludes 0 in the paper's direction, "contradicted" when it excludes 0 the
+other way, and "inconclusive" otherwise, or when the grid lacks what a claim needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import soundfile as sf
+from tqdm import tqdm
+
+from eisbach import provenance
+from eisbach.atomic import write_json, write_parquet
+from eisbach.metrics import METRICS, bootstrap_ci, compute_metrics, verdict
+
+LOW_T, HIGH_T = 0.3, 0.7
+
+
+def group_of(run: dict | None) -> str:
+    """barrier / baseline / base / other, from a run.json (None for the base model)."""
+    if run is None or run.get("kind") == "base":
+        return "base"
+    scheme = run["scheme"]
+    if scheme["name"] == "none" or (scheme["name"] == "eisbach" and scheme.get("lam", 0.5) == 0):
+        return "baseline"
+    if scheme["name"] == "eisbach":
+        return "barrier"
+    return "other"
+
+
+def score_samples(index: list[dict], runs: dict[str, dict]) -> pa.Table:
+    rows = []
+    for entry in tqdm(index, desc="metrics", unit="clip", mininterval=2):
+        audio, rate = sf.read(entry["path"], dtype="float32", always_2d=True)
+        run = runs.get(entry["run_id"])
+        rows.append(
+            entry
+            | {
+                "group": group_of(run),
+                "scheme": "base" if run is None else run["scheme"]["name"],
+                "lam": None if run is None else run["scheme"].get("lam"),
+                "adapter": None if run is None else run["adapter"]["type"],
+                "train_seed": None if run is None else run["seed"],
+            }
+            | compute_metrics(audio.mean(axis=1), rate)
+        )
+    return pa.Table.from_pylist(rows)
+
+
+def compare(x, y, higher_is_barrier: bool, cfg: dict) -> dict:
+    x = np.asarray(x, float)
+    y = np.asarray(y, float)
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    if len(x) < 2 or len(y) < 2:
+        return {
+            "verdict": "inconclusive",
+            "reason": f"too few finite values (barrier {len(x)}, baseline {len(y)})",
+        }
+    diff, lo, hi = bootstrap_ci(
+        x, y, n_boot=int(cfg["n_boot"]), seed=int(cfg["seed"]), alpha=float(cfg["alpha"])
+    )
+    return {
+        "barrier_mean": float(x.mean()),
+        "baseline_mean": float(y.mean()),
+        "n_barrier": int(len(x)),
+        "n_baseline": int(len(y)),
+        "diff": diff,
+        "ci_low": lo,
+        "ci_high": hi,
+        "verdict": verdict(lo, hi, higher_is_barrier),
+    }
+
+
+def table2_claims(per_sample: list[dict], cfg: dict) -> list[dict]:
+    barrier = [r for r in per_sample if r["group"] == "barrier"]
+    baseline = [r for r in per_sample if r["group"] == "baseline"]
+    claims = []
+    for name, spec in METRICS.items():
+        if not spec.table2:
+            continue
+        result = compare(
+            [r[name] for r in barrier], [r[name] for r in baseline], spec.higher_is_barrier, cfg
+        )
+        claims.append(
+            {
+                "id": f"table2.{name}",
+                "claim": f"barrier {'>' if spec.higher_is_barrier else '<'} baseline: {spec.description}",
+                "metric": name,
+                "unit": spec.unit,
+                **result,
+            }
+        )
+    claims.append(dynamic_range_levels(barrier, baseline, cfg))
+    return claims
+
+
+def mean_ci(x: np.ndarray, cfg: dict) -> tuple[float, float, float]:
+    x = x[np.isfinite(x)]
+    rng = np.random.default_rng(int(cfg["seed"]))
+    boots = rng.choice(x, size=(int(cfg["n_boot"]), len(x))).mean(axis=1)
+    alpha = float(cfg["alpha"])
+    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return float(x.mean()), float(lo), float(hi)
+
+
+def dynamic_range_levels(barrier: list[dict], baseline: list[dict], cfg: dict) -> dict:
+    """The paper's absolute levels: barrier > 40 dB while baseline < 25 dB."""
+    claim = {
+        "id": "table2.dynamic_range_levels",
+        "claim": "barrier dynamic range > 40 dB and baseline < 25 dB",
+        "metric": "dynamic_range_db",
+        "unit": "dB",
+    }
+    x = np.array([r["dynamic_range_db"] for r in barrier], float)
+    y = np.array([r["dynamic_range_db"] for r in baseline], float)
+    if np.isfinite(x).sum() < 2 or np.isfinite(y).sum() < 2:
+        return claim | {"verdict": "inconclusive", "reason": "too few finite values"}
+    bm, blo, bhi = mean_ci(x, cfg)
+    cm, clo, chi = mean_ci(y, cfg)
+    if blo > 40 and chi < 25:
+        v = "supported"
+    elif bhi < 40 or clo > 25:
+        v = "contradicted"
+    else:
+        v = "inconclusive"
+    return claim | {
+        "barrier_mean": bm,
+        "baseline_mean": cm,
+        "ci_low": blo,
+        "ci_high": bhi,
+        "baseline_ci": [clo, chi],
+        "verdict": v,
+        "reason": "CIs are of each group's mean level, not of the difference",
+    }
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    if len(a) < 3 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def prediction_claims(logs: dict[str, list[dict]], runs: dict[str, dict], cfg: dict) -> list[dict]:
+    barrier_log = [r for rid, log in logs.items() if group_of(runs[rid]) == "barrier" for r in log]
+    claims = []
+    if not barrier_log:
+        reason = "the grid has no eisbach run with lam > 0"
+        return [
+            {"id": p, "verdict": "inconclusive", "reason": reason}
+            for p in ("P1", "P2", "P3", "P4", "P5")
+        ]
+    t = np.array([r["t"] for r in barrier_log])
+    w = np.array([r["w"] for r in barrier_log])
+    h = np.array([r["H"] for r in barrier_log])
+    loss = np.array([r["raw_loss"] for r in barrier_log])
+    low, high = t < LOW_T, t > HIGH_T
+    p1 = compare(w[low], w[high], True, cfg)
+    claims.append(
+        {
+            "id": "P1",
+            "claim": f"w is higher at low noise (t<{LOW_T}) than at high noise (t>{HIGH_T})",
+            "metric": "w (training log)",
+            **p1,
+        }
+    )
+
+    rng = np.random.default_rng(int(cfg["seed"]))
+    idx_low, idx_high = np.flatnonzero(low), np.flatnonzero(high)
+    p5 = {"id": "P5", "claim": "corr(H, loss) is positive at low t and lower at high t"}
+    if len(idx_low) >= 3 and len(idx_high) >= 3:
+        c_low, c_high = correlation(h[low], loss[low]), correlation(h[high], loss[high])
+        boots = []
+        for _ in range(int(cfg["n_boot"])):
+            bl = rng.choice(idx_low, len(idx_low))
+            bh = rng.choice(idx_high, len(idx_high))
+            boots.append(correlation(h[bl], loss[bl]) - correlation(h[bh], loss[bh]))
+        boots = np.asarray(boots)
+        boots = boots[np.isfinite(boots)]
+        if len(boots) and np.isfinite(c_low):
+            alpha = float(cfg["alpha"])
+            lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+            v = verdict(float(lo), float(hi), True)
+            if v == "supported" and not c_low > 0:
+                v = "inconclusive"
+            p5 |= {"corr_low_t": c_low, "corr_high_t": c_high, "diff": c_low - c_high}
+            p5 |= {"ci_low": float(lo), "ci_high": float(hi), "verdict": v}
+        else:
+            p5 |= {"verdict": "inconclusive", "reason": "H or loss is constant within a t-bin"}
+    else:
+        p5 |= {"verdict": "inconclusive", "reason": "too few logged samples per t-bin"}
+    claims.append(p5)
+
+    lams = sorted({runs[rid]["scheme"].get("lam") for rid in logs if group_of(runs[rid]) == "barrier"})
+    adapters = sorted({runs[rid]["adapter"]["type"] for rid in logs})
+    claims.append(
+        {
+            "id": "P2",
+            "claim": "the best lambda is 0.3-0.7, with diversity collapse beyond 0.8",
+            "verdict": "inconclusive",
+            "reason": f"needs a lambda sweep; this grid has lambda {lams}",
+        }
+    )
+    claims.append(
+        {
+            "id": "P3",
+            "claim": "higher cross-seed structural consistency with higher detail diversity",
+            "verdict": "inconclusive",
+            "reason": "the cross-seed consistency and diversity metrics are not built yet",
+        }
+    )
+    claims.append(
+        {
+            "id": "P4",
+            "claim": "LoRA-only covers less PCA area than DoRA with the barrier",
+            "verdict": "inconclusive",
+            "reason": f"needs both LoRA and DoRA runs; this grid has {adapters}",
+        }
+    )
+    return claims
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders")
+    parser.add_argument("--evaluate-json", required=True)
+    parser.add_argument("--out-dir", type=Path, required=True)
+    args = parser.parse_args(argv)
+    cfg = json.loads(args.evaluate_json)
+
+    runs = {d.name: json.loads((d / "run.json").read_text()) for d in args.runs}
+    logs = {d.name: pq.read_table(d / "train_log.parquet").to_pylist() for d in args.runs}
+    index = pq.read_table(args.index).to_pylist()
+    per_sample = score_samples(index, runs)
+    stage_config = {"evaluate": cfg, "runs": sorted(runs)}
+    meta = provenance.parquet_metadata(stage_config, stage="evaluate")
+    write_parquet(args.out_dir / "per_sample.parquet", per_sample.replace_schema_metadata(meta))
+
+    rows = per_sample.to_pylist()
+    summary = {
+        "claims": table2_claims(rows, cfg) + prediction_claims(logs, runs, cfg),
+        "metrics": {name: asdict(spec) for name, spec in METRICS.items()},
+        "groups": {
+            g: sorted({r["run_id"] for r in rows if r["group"] == g})
+            for g in ("barrier", "baseline", "base", "other")
+        },
+        "weight_spread": {
+            rid: {"mean_applied_weight": run["mean_applied_weight"], "by_t": run["spread_by_t"]}
+            for rid, run in runs.items()
+        },
+        "provenance": provenance.provenance(stage_config),
+    }
+    write_json(args.out_dir / "summary.json", summary)
+    for claim in summary["claims"]:
+        print(f"{claim['id']}: {claim['verdict']}")

@@ -1,0 +1,18 @@
+rule latents:
+    input:
+        manifest="results/data/manifest.parquet",
+    output:
+        summary=f"{LATENTS_DIR}/latents_manifest.json",
+    params:
+        backend=as_arg(config["backend"]),
+        latents=as_arg(config["latents"]),
+        out_dir=LATENTS_DIR,
+    log:
+        f"results/logs/latents/{BACKEND}.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{PYTHON} scripts/latents.py --manifest {input.manifest} --backend-json {params.backend} "
+        "--latents-json {params.latents} --out-dir {params.out_dir} > {log} 2>&1"

@@ -1,0 +1,39 @@
+rule sample_run:
+    input:
+        adapter_files,
+        model=f"{BASE_DIR}/model.safetensors",
+        latents=f"{LATENTS_DIR}/latents_manifest.json",
+    output:
+        index="results/samples/{sampled}/index.parquet",
+    params:
+        backend=as_arg(config["backend"]),
+        sample=as_arg(config["sample"]),
+        run_dir=run_dir_arg,
+        latents_dir=LATENTS_DIR,
+        base_dir=BASE_DIR,
+    log:
+        "results/logs/sample/{sampled}.log",
+    threads: config["sample"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    shell:
+        "{PYTHON} scripts/sample.py run --run-id {wildcards.sampled} {params.run_dir} "
+        "--base-dir {params.base_dir} --latents-dir {params.latents_dir} "
+        "--sample-json {params.sample} --backend-json {params.backend} "
+        "--out-dir results/samples/{wildcards.sampled} > {log} 2>&1"
+
+
+rule sample_index:
+    input:
+        expand("results/samples/{sampled}/index.parquet", sampled=SAMPLED_RUNS),
+    output:
+        index="results/samples/index.parquet",
+    log:
+        "results/logs/sample/index.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    shell:
+        "{PYTHON} scripts/sample.py gather {input} --out {output.index} > {log} 2>&1"

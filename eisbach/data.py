@@ -140,5 +140,5 @@ def main(argv=None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="manifest.parquet to write")
     args = parser.parse_args(argv)
     table = build_manifest(json.loads(args.config_json), args.sample_rate, args.out)
-    counts = {s: c for s, c in zip(*np.unique(table["status"].to_numpy(), return_counts=True))}
+    counts = dict(zip(*np.unique(table["status"].to_numpy(), return_counts=True), strict=True))
     print(f"manifest: {table.num_rows} clips, by status {counts} -> {args.out}")

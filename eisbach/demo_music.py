@@ -259,8 +259,13 @@ def build_demo_midi(kind: str, rng: np.random.Generator, seconds: float):
             _melody(b_inst, rng, tonic_a + 24, scale, prog, bpm, third, 2 * third, lo=0, hi=8)
         # A2 repeats A1 literally.
         for note in list(a_inst.notes):
-            _add_note(a_inst, note.pitch, note.velocity, note.start + 2 * third,
-                      min(note.end + 2 * third, seconds))
+            _add_note(
+                a_inst,
+                note.pitch,
+                note.velocity,
+                note.start + 2 * third,
+                min(note.end + 2 * third, seconds),
+            )
         pm.instruments.extend([a_inst, b_inst])
         mel, chd = _instrument_name(mel_prog), _instrument_name(chd_prog)
         tempo = _tempo_word(bpm)
@@ -282,8 +287,15 @@ def build_demo_midi(kind: str, rng: np.random.Generator, seconds: float):
                 "with clear, sparse transitions between sections."
             )
             tags = [chd, mel, "sustained chords", "high register melody"]
-        tags += ["a-b-a form", "sparse transitions", "contrasting sections",
-                 f"{mode} key", f"{tempo} tempo", *_MOOD[mode].split(" and "), "instrumental"]
+        tags += [
+            "a-b-a form",
+            "sparse transitions",
+            "contrasting sections",
+            f"{mode} key",
+            f"{tempo} tempo",
+            *_MOOD[mode].split(" and "),
+            "instrumental",
+        ]
         gates = [[bounds[0][:2], bounds[2][:2]], [bounds[1][:2]]]
         return pm, caption, tags, bounds, gates
 
@@ -299,14 +311,25 @@ def build_demo_midi(kind: str, rng: np.random.Generator, seconds: float):
         _add_note(inst, tonic - 12, 80, 0.0, end)
         pm.instruments.append(inst)
         name = _instrument_name(program)
-        chord_desc = (f"open-fifth chord on {_NOTE_NAMES[key]}" if voicing == "open fifth"
-                      else f"{key_name} chord")
+        chord_desc = (
+            f"open-fifth chord on {_NOTE_NAMES[key]}"
+            if voicing == "open fifth"
+            else f"{key_name} chord"
+        )
         caption = (
             f"A flat, static {name} drone holding one {chord_desc} for the whole clip with no "
             "change: no melody, no rhythm, no sections."
         )
-        tags = [name, "drone", "static", "sustained chord", "no change", "no rhythm",
-                "ambient", "instrumental"]
+        tags = [
+            name,
+            "drone",
+            "static",
+            "sustained chord",
+            "no change",
+            "no rhythm",
+            "ambient",
+            "instrumental",
+        ]
         return pm, caption, tags, [(0.0, float(seconds), "drone")], [None]
 
     if kind == "texture":
@@ -323,8 +346,13 @@ def build_demo_midi(kind: str, rng: np.random.Generator, seconds: float):
             n = int(math.ceil(seconds / step)) + 1
             for i in range(n):
                 start = i * step
-                _add_note(inst, _pitch(tonic, scale, pattern[i % length]),
-                          84 if i % length == 0 else 74, start, start + 0.85 * step)
+                _add_note(
+                    inst,
+                    _pitch(tonic, scale, pattern[i % length]),
+                    84 if i % length == 0 else 74,
+                    start,
+                    start + 0.85 * step,
+                )
             pm.instruments.append(inst)
             name = _instrument_name(program)
             tempo = _tempo_word(bpm)
@@ -333,8 +361,17 @@ def build_demo_midi(kind: str, rng: np.random.Generator, seconds: float):
                 "repeated unchanged for the whole clip, with no sectional change. "
                 f"{tempo.capitalize()} tempo around {int(bpm)} BPM, hypnotic and repetitive."
             )
-            tags = [name, "ostinato", "repetitive", "static texture", "no sectional change",
-                    f"{mode} key", f"{tempo} tempo", "hypnotic", "instrumental"]
+            tags = [
+                name,
+                "ostinato",
+                "repetitive",
+                "static texture",
+                "no sectional change",
+                f"{mode} key",
+                f"{tempo} tempo",
+                "hypnotic",
+                "instrumental",
+            ]
         else:
             program = int(rng.choice(_CLUSTER))
             tonic = _tonic_near(key, 67)
@@ -355,8 +392,16 @@ def build_demo_midi(kind: str, rng: np.random.Generator, seconds: float):
                 f"scale tones on {name}, retriggered rapidly and "
                 "irregularly for the whole clip, with no melody and no sectional change."
             )
-            tags = [name, "tone cluster", "dense", "static texture", "no sectional change",
-                    "shimmering", "no melody", "instrumental"]
+            tags = [
+                name,
+                "tone cluster",
+                "dense",
+                "static texture",
+                "no sectional change",
+                "shimmering",
+                "no melody",
+                "instrumental",
+            ]
         return pm, caption, tags, [(0.0, float(seconds), "texture")], [None]
 
     raise ValueError(f"unknown demo clip kind {kind!r}")
@@ -380,7 +425,7 @@ def _render_instrument(inst, n_frames: int, rate: int) -> tuple[np.ndarray, np.n
         off = int(round(note.end * rate))
         events.append((on, 1, note.pitch, note.velocity))
         events.append((off, 0, note.pitch, 0))
-        mask[max(on, 0):max(min(off, n_frames), 0)] = True
+        mask[max(on, 0) : max(min(off, n_frames), 0)] = True
     # Note-offs sort before note-ons at the same frame so repeated notes retrigger.
     events.sort()
     buf = memoryview(bytearray(n_frames * 2 * 4))
@@ -388,7 +433,7 @@ def _render_instrument(inst, n_frames: int, rate: int) -> tuple[np.ndarray, np.n
     for frame, is_on, pitch, vel in events:
         frame = min(frame, n_frames)
         if frame > pos:
-            synth.generate_simple(frame - pos, buffer=buf[pos * 8: frame * 8])
+            synth.generate_simple(frame - pos, buffer=buf[pos * 8 : frame * 8])
             pos = frame
         if pos >= n_frames:
             break
@@ -397,7 +442,7 @@ def _render_instrument(inst, n_frames: int, rate: int) -> tuple[np.ndarray, np.n
         else:
             synth.noteoff(chan, pitch)
     if pos < n_frames:
-        synth.generate_simple(n_frames - pos, buffer=buf[pos * 8:])
+        synth.generate_simple(n_frames - pos, buffer=buf[pos * 8 :])
     stereo = np.frombuffer(buf, dtype=np.float32).reshape(n_frames, 2)
     return stereo.astype(np.float64).mean(axis=1), mask
 
@@ -427,7 +472,7 @@ def _gate(spans, n_frames: int, rate: int) -> np.ndarray:
         i0, i1 = int(round(start * rate)), min(int(round(end * rate)), n_frames)
         env[i0:i1] = 1.0
         tail = ramp[: max(0, min(n_fade, n_frames - i1))]
-        env[i1: i1 + len(tail)] = np.maximum(env[i1: i1 + len(tail)], tail)
+        env[i1 : i1 + len(tail)] = np.maximum(env[i1 : i1 + len(tail)], tail)
     return env
 
 
@@ -470,9 +515,15 @@ def render_demo_clips(n_clips: int, seconds: float, sample_rate: int, seed: int)
         rng = np.random.default_rng(np.random.SeedSequence([int(seed) % (1 << 64), i]))
         pm, caption, tags, sections, gates = build_demo_midi(kind, rng, float(seconds))
         audio = _render_pm(pm, float(seconds), int(sample_rate), gates)
-        clips.append(DemoClip(
-            id=f"demo-{i:03d}", kind=kind, caption=caption, aspect_list=list(tags),
-            audio=audio, sample_rate=int(sample_rate),
-            sections=[(float(a), float(b), str(lab)) for a, b, lab in sections],
-        ))
+        clips.append(
+            DemoClip(
+                id=f"demo-{i:03d}",
+                kind=kind,
+                caption=caption,
+                aspect_list=list(tags),
+                audio=audio,
+                sample_rate=int(sample_rate),
+                sections=[(float(a), float(b), str(lab)) for a, b, lab in sections],
+            )
+        )
     return clips

@@ -200,7 +200,9 @@ def prediction_claims(logs: dict[str, list[dict]], runs: dict[str, dict], cfg: d
         p5 |= {"verdict": "inconclusive", "reason": "too few logged samples per t-bin"}
     claims.append(p5)
 
-    lams = sorted({runs[rid]["scheme"].get("lam") for rid in logs if group_of(runs[rid]) == "barrier"})
+    lams = sorted(
+        {runs[rid]["scheme"].get("lam") for rid in logs if group_of(runs[rid]) == "barrier"}
+    )
     adapters = sorted({runs[rid]["adapter"]["type"] for rid in logs})
     claims.append(
         {

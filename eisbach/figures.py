@@ -20,8 +20,22 @@ import soundfile as sf  # noqa: E402
 from eisbach.atomic import atomic_path, write_text  # noqa: E402
 from eisbach.evaluate import group_of  # noqa: E402
 
-TABLE_COLUMNS = ["metric", "unit", "barrier_mean", "baseline_mean", "diff", "ci_low", "ci_high", "verdict"]
-GROUP_COLOURS = {"barrier": "tab:red", "baseline": "tab:blue", "base": "tab:gray", "other": "tab:green"}
+TABLE_COLUMNS = [
+    "id",
+    "unit",
+    "barrier_mean",
+    "baseline_mean",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "verdict",
+]
+GROUP_COLOURS = {
+    "barrier": "tab:red",
+    "baseline": "tab:blue",
+    "base": "tab:gray",
+    "other": "tab:green",
+}
 
 
 def save_figure(fig, path: Path) -> None:
@@ -81,7 +95,11 @@ def p1_figure(logs: dict[str, list[dict]], runs: dict[str, dict], path: Path) ->
             means = [v[which == i].mean() if np.any(which == i) else np.nan for i in range(10)]
             centres = (bins[:-1] + bins[1:]) / 2
             ax.plot(centres, means, "-o", color=GROUP_COLOURS[group], label=f"{group} (bin mean)")
-    axes[0].set(xlabel="t (1 = pure noise)", ylabel="w (Eq.4)", title="P1: barrier weight against noise level")
+    axes[0].set(
+        xlabel="t (1 = pure noise)",
+        ylabel="w (Eq.4)",
+        title="P1: barrier weight against noise level",
+    )
     axes[1].set(xlabel="t (1 = pure noise)", ylabel="H (Eq.3)", title="Normalised temporal entropy")
     for ax in axes:
         ax.legend(fontsize=7)
@@ -102,10 +120,17 @@ def spread_figure(logs: dict[str, list[dict]], path: Path) -> None:
 
 def metrics_figure(per_sample: list[dict], summary: dict, path: Path) -> None:
     names = [c["metric"] for c in table2_rows(summary)]
-    groups = [g for g in ("base", "baseline", "barrier", "other") if any(r["group"] == g for r in per_sample)]
+    groups = [
+        g
+        for g in ("base", "baseline", "barrier", "other")
+        if any(r["group"] == g for r in per_sample)
+    ]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4))
     for ax, name in zip(np.atleast_1d(axes), names, strict=True):
-        data = [[r[name] for r in per_sample if r["group"] == g and np.isfinite(r[name])] for g in groups]
+        data = [
+            [r[name] for r in per_sample if r["group"] == g and np.isfinite(r[name])]
+            for g in groups
+        ]
         ax.boxplot(data, labels=groups)
         ax.set_title(name, fontsize=9)
         ax.tick_params(axis="x", labelsize=7)

@@ -88,7 +88,9 @@ def parquet_metadata(config, **extra) -> dict[bytes, bytes]:
     """Provenance (and extra keys) as Parquet schema metadata under the ``eisbach.`` prefix."""
     record = provenance(config) | extra
     return {
-        f"eisbach.{key}".encode(): (value if isinstance(value, str) else canonical_json(value)).encode()
+        f"eisbach.{key}".encode(): (
+            value if isinstance(value, str) else canonical_json(value)
+        ).encode()
         for key, value in record.items()
     }
 

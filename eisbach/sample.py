@@ -71,7 +71,9 @@ def generate(args, sample_config: dict, backend_config: dict) -> pa.Table:
     jobs = [(p, s) for p in prompts for s in seeds]
 
     embeddings, masks = backend.encode_text([p["text"] for p, _ in jobs])
-    noise = torch.cat([initial_noise(p["id"], s, (backend.latent_channels, frames)) for p, s in jobs])
+    noise = torch.cat(
+        [initial_noise(p["id"], s, (backend.latent_channels, frames)) for p, s in jobs]
+    )
     latents = backend.sample(
         model,
         noise,
@@ -104,7 +106,9 @@ def generate(args, sample_config: dict, backend_config: dict) -> pa.Table:
 def gather(index_paths: list[Path], out: Path) -> pa.Table:
     tables = [pq.read_table(p) for p in index_paths]
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
-    meta = provenance.parquet_metadata({"runs": sorted({str(p) for p in index_paths})}, stage="sample")
+    meta = provenance.parquet_metadata(
+        {"runs": sorted({str(p) for p in index_paths})}, stage="sample"
+    )
     write_parquet(out, table.replace_schema_metadata(meta))
     return table
 

@@ -132,7 +132,9 @@ def train_loop(backend, model, data: TrainingData, cfg: dict, scheme, seed: int,
     progress = tqdm(range(start, int(cfg["steps"])), desc="train", unit="step", mininterval=2)
     for step in progress:
         np_rng, torch_rng = step_generators(seed, step)
-        indices = np_rng.choice(len(data.rows), size=batch_size, replace=len(data.rows) < batch_size)
+        indices = np_rng.choice(
+            len(data.rows), size=batch_size, replace=len(data.rows) < batch_size
+        )
         ids, x0, mask, cond, cond_mask = data.batch(indices.tolist())
         t = backend.sample_timesteps(batch_size, torch_rng)
         noise = torch.randn(x0.shape, generator=torch_rng)
@@ -246,7 +248,11 @@ def adapter_config(adapter: dict, target_modules: list[str]):
 def finetune(args, backend, backend_config, cfg) -> None:
     from peft import get_peft_model
 
-    scheme_cfg, adapter, seed = json.loads(args.scheme_json), json.loads(args.adapter_json), args.seed
+    scheme_cfg, adapter, seed = (
+        json.loads(args.scheme_json),
+        json.loads(args.adapter_json),
+        args.seed,
+    )
     rid = run_id(scheme_cfg, adapter, seed)
     out_dir: Path = args.out_dir
     params = {k: v for k, v in scheme_cfg.items() if k != "name"}
@@ -271,7 +277,9 @@ def finetune(args, backend, backend_config, cfg) -> None:
     started = time.time()
     log_rows = train_loop(backend, model, data, cfg, scheme, seed, ckpt_dir=out_dir / "checkpoints")
     changed = [
-        n for n, p in model.named_parameters() if n in frozen_before and not torch.equal(p, frozen_before[n])
+        n
+        for n, p in model.named_parameters()
+        if n in frozen_before and not torch.equal(p, frozen_before[n])
     ]
     if changed:
         raise RuntimeError(f"base weights changed during adapter training: {changed[:5]}")

@@ -21,7 +21,7 @@ def clips() -> list[DemoClip]:
 def band_profile(x: np.ndarray, sr: int, t0: float, t1: float, trim: float = 0.25) -> np.ndarray:
     """Mean log energy in 32 log-spaced bands over [t0 + trim, t1 - trim] (numpy FFT only)."""
     n_fft, hop, n_bands = 1024, 512, 32
-    seg = x[int((t0 + trim) * sr): int((t1 - trim) * sr)].astype(np.float64)
+    seg = x[int((t0 + trim) * sr) : int((t1 - trim) * sr)].astype(np.float64)
     n = 1 + (len(seg) - n_fft) // hop
     assert n >= 4, "segment too short for the spectral profile"
     idx = np.arange(n_fft)[None, :] + hop * np.arange(n)[:, None]
@@ -67,7 +67,12 @@ def test_deterministic_and_seed_dependent():
     for x, y in zip(a, b, strict=True):
         assert x.audio.tobytes() == y.audio.tobytes()
         assert (x.id, x.kind, x.caption, x.aspect_list, x.sections) == (
-            y.id, y.kind, y.caption, y.aspect_list, y.sections)
+            y.id,
+            y.kind,
+            y.caption,
+            y.aspect_list,
+            y.sections,
+        )
     for x, z in zip(a, c, strict=True):
         assert x.kind == z.kind
         assert not np.array_equal(x.audio, z.audio)
@@ -99,7 +104,7 @@ def test_format(clips):
         assert 0.2 < peak < 0.9
         # Not silent over long stretches: every second carries signal.
         for i in range(int(SECONDS)):
-            assert np.sqrt(np.mean(c.audio[i * SR:(i + 1) * SR] ** 2)) > 1e-3
+            assert np.sqrt(np.mean(c.audio[i * SR : (i + 1) * SR] ** 2)) > 1e-3
         assert isinstance(c.caption, str) and len(c.caption.split()) >= 8
         assert c.aspect_list and all(isinstance(t, str) and t.strip() for t in c.aspect_list)
         # Sections tile [0, seconds].
@@ -128,7 +133,9 @@ def test_kind_mix():
     assert (cyc.count("aba"), cyc.count("drone"), cyc.count("texture")) == (12, 6, 6)
 
 
-@pytest.mark.parametrize(("seconds", "sr"), [(2.3, 22050), (1.77, 24000), (2.0, 8000), (0.5, 16000)])
+@pytest.mark.parametrize(
+    ("seconds", "sr"), [(2.3, 22050), (1.77, 24000), (2.0, 8000), (0.5, 16000)]
+)
 def test_exact_length_at_other_rates(seconds, sr):
     (clip,) = render_demo_clips(1, seconds, sr, seed=1)
     assert clip.audio.shape == (int(round(seconds * sr)),)
@@ -168,7 +175,8 @@ def test_aba_score_contrasts(seed):
     a1 = [n for n in a_inst.notes if n.start < third]
     a2 = [n for n in a_inst.notes if n.start >= 2 * third]
     assert [(n.pitch, round(n.start + 2 * third, 6)) for n in a1] == [
-        (n.pitch, round(n.start, 6)) for n in a2]
+        (n.pitch, round(n.start, 6)) for n in a2
+    ]
     assert all(third - 1e-6 <= n.start and n.end <= 2 * third for n in b_inst.notes)
     assert abs(np.mean([n.pitch for n in a1]) - np.mean([n.pitch for n in b_inst.notes])) >= 18
     onsets_a = len({round(n.start, 6) for n in a1})

@@ -24,7 +24,9 @@ def test_eq1_to_eq5_by_hand():
     h = hand_entropy([1.0, 2.0, 0.0])
     w = hand_weight(h)
     scheme = get_scheme("eisbach", lam=0.5)
-    s = scheme(pred, torch.zeros_like(pred), torch.tensor([0.5]), torch.ones(1, 3, dtype=torch.bool))
+    s = scheme(
+        pred, torch.zeros_like(pred), torch.tensor([0.5]), torch.ones(1, 3, dtype=torch.bool)
+    )
     assert temporal_entropy(pred).item() == pytest.approx(h, abs=1e-6)
     assert s.item() == pytest.approx(0.5 + 0.5 * w, abs=1e-6)
     assert 0.5 < s.item() < 1.0

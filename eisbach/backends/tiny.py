@@ -230,7 +230,11 @@ class TinyBackend(Backend):
     def load_dit(self, base_dir) -> torch.nn.Module:
         base_dir = Path(base_dir)
         config = json.loads((base_dir / "model_config.json").read_text())
-        if config != json.loads(json.dumps(self.model_config())):
+        expected = json.loads(json.dumps(self.model_config()))
+        # The tokenizer path depends on the working directory; the architecture must not differ.
+        for c in (config, expected):
+            c["model"].pop("conditioning", None)
+        if config != expected:
             raise ValueError(
                 f"{base_dir / 'model_config.json'} does not match backend.tiny in the config; "
                 "rerun the pretrain_base rule"

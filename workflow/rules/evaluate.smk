@@ -5,15 +5,18 @@ rule evaluate:
     output:
         per_sample="results/metrics/per_sample.parquet",
         summary="results/metrics/summary.json",
-    params:
-        evaluate=as_arg(config["evaluate"]),
-        run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
     log:
         "results/logs/evaluate/evaluate.log",
+    conda:
+        "../../envs/eisbach.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        python=PYTHON,
+        evaluate=as_arg(config["evaluate"]),
+        run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
     shell:
-        "{PYTHON} scripts/evaluate.py --index {input.index} --runs {params.run_dirs} "
+        "{params.python} scripts/evaluate.py --index {input.index} --runs {params.run_dirs} "
         "--evaluate-json {params.evaluate} --out-dir results/metrics > {log} 2>&1"

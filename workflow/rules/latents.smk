@@ -3,16 +3,19 @@ rule latents:
         manifest="results/data/manifest.parquet",
     output:
         summary=f"{LATENTS_DIR}/latents_manifest.json",
-    params:
-        backend=as_arg(config["backend"]),
-        latents=as_arg(config["latents"]),
-        out_dir=LATENTS_DIR,
     log:
         f"results/logs/latents/{BACKEND}.log",
+    conda:
+        "../../envs/eisbach.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        python=PYTHON,
+        backend=as_arg(config["backend"]),
+        latents=as_arg(config["latents"]),
+        out_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "{PYTHON} scripts/latents.py --manifest {input.manifest} --backend-json {params.backend} "
+        "{params.python} scripts/latents.py --manifest {input.manifest} --backend-json {params.backend} "
         "--latents-json {params.latents} --out-dir {params.out_dir} > {log} 2>&1"

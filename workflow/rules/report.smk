@@ -9,18 +9,25 @@ rule report_html:
         spectrograms="results/figures/spectrograms",
         table="results/tables/table2.md",
     output:
-        html=report("results/report/index.html", caption="../report/index.rst", category="Report"),
+        html=report(
+            "results/report/index.html",
+            caption="../report/index.rst",
+            category="Report",
+        ),
         provenance="results/report/provenance.json",
-    params:
-        run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
-        profile=config["profile"],
     log:
         "results/logs/report/report.log",
+    conda:
+        "../../envs/eisbach.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        python=PYTHON,
+        run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
+        profile=config["profile"],
     shell:
-        "{PYTHON} scripts/report.py --summary {input.summary} --per-sample {input.per_sample} "
+        "{params.python} scripts/report.py --summary {input.summary} --per-sample {input.per_sample} "
         "--manifest {input.manifest} --figures-dir results/figures --runs {params.run_dirs} "
         "--profile {params.profile} --out {output.html} > {log} 2>&1"

@@ -5,20 +5,23 @@ rule sample_run:
         latents=f"{LATENTS_DIR}/latents_manifest.json",
     output:
         index="results/samples/{sampled}/index.parquet",
-    params:
-        backend=as_arg(config["backend"]),
-        sample=as_arg(config["sample"]),
-        run_dir=run_dir_arg,
-        latents_dir=LATENTS_DIR,
-        base_dir=BASE_DIR,
     log:
         "results/logs/sample/{sampled}.log",
+    conda:
+        "../../envs/eisbach.yaml"
     threads: config["sample"]["threads"]
     resources:
         mem_mb=4000,
         runtime=60,
+    params:
+        python=PYTHON,
+        backend=as_arg(config["backend"]),
+        sample=as_arg(config["sample"]),
+        run_dir=run_dir_arg,
+        latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
+        base_dir=lambda wildcards, input: os.path.dirname(input.model),
     shell:
-        "{PYTHON} scripts/sample.py run --run-id {wildcards.sampled} {params.run_dir} "
+        "{params.python} scripts/sample.py run --run-id {wildcards.sampled} {params.run_dir} "
         "--base-dir {params.base_dir} --latents-dir {params.latents_dir} "
         "--sample-json {params.sample} --backend-json {params.backend} "
         "--out-dir results/samples/{wildcards.sampled} > {log} 2>&1"
@@ -31,9 +34,13 @@ rule sample_index:
         index="results/samples/index.parquet",
     log:
         "results/logs/sample/index.log",
+    conda:
+        "../../envs/eisbach.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
+    params:
+        python=PYTHON,
     shell:
-        "{PYTHON} scripts/sample.py gather {input} --out {output.index} > {log} 2>&1"
+        "{params.python} scripts/sample.py gather {input} --out {output.index} > {log} 2>&1"

@@ -6,19 +6,22 @@ rule pretrain_base:
         model_config=f"{BASE_DIR}/model_config.json",
         log=f"{BASE_DIR}/train_log.parquet",
         run=f"{BASE_DIR}/run.json",
-    params:
-        backend=as_arg(config["backend"]),
-        base=as_arg(config["base"]),
-        latents_dir=LATENTS_DIR,
-        out_dir=BASE_DIR,
     log:
         f"results/logs/train/base-{BACKEND}.log",
-    threads: config["base"]["threads"]
+    conda:
+        "../../envs/eisbach.yaml"
+    threads: config.get("base", {}).get("threads", 1)
     resources:
         mem_mb=4000,
         runtime=120,
+    params:
+        python=PYTHON,
+        backend=as_arg(config["backend"]),
+        base=as_arg(config.get("base", {})),
+        latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
+        out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
-        "{PYTHON} scripts/train.py base --latents-dir {params.latents_dir} "
+        "{params.python} scripts/train.py base --latents-dir {params.latents_dir} "
         "--backend-json {params.backend} --train-json {params.base} "
         "--out-dir {params.out_dir} > {log} 2>&1"
 
@@ -32,23 +35,26 @@ rule finetune:
         adapter_config="results/runs/{run_id}/adapter_config.json",
         log="results/runs/{run_id}/train_log.parquet",
         run="results/runs/{run_id}/run.json",
-    params:
-        backend=as_arg(config["backend"]),
-        train=as_arg(config["train"]),
-        scheme=run_param("scheme"),
-        adapter=run_param("adapter"),
-        seed=lambda wildcards: RUNS[wildcards.run_id]["seed"],
-        latents_dir=LATENTS_DIR,
-        base_dir=BASE_DIR,
     log:
         "results/logs/train/{run_id}.log",
+    conda:
+        "../../envs/eisbach.yaml"
     threads: config["train"]["threads"]
     resources:
         mem_mb=4000,
         runtime=240,
         gpu=0,
+    params:
+        python=PYTHON,
+        backend=as_arg(config["backend"]),
+        train=as_arg(config["train"]),
+        scheme=run_param("scheme"),
+        adapter=run_param("adapter"),
+        seed=lambda wildcards: RUNS[wildcards.run_id]["seed"],
+        latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
+        base_dir=lambda wildcards, input: os.path.dirname(input.model),
     shell:
-        "{PYTHON} scripts/train.py adapter --latents-dir {params.latents_dir} "
+        "{params.python} scripts/train.py adapter --latents-dir {params.latents_dir} "
         "--backend-json {params.backend} --train-json {params.train} "
         "--base-dir {params.base_dir} --scheme-json {params.scheme} "
         "--adapter-json {params.adapter} --seed {params.seed} "

@@ -1,0 +1,33 @@
+# The two commands of the README: `make demo` and `make test`. Both set up .venv/ from the lock.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= all
+
+.PHONY: setup demo test lint lock paper-dry-run clean
+
+setup:
+	bash scripts/setup_env.sh
+
+demo: setup
+	$(BIN)/snakemake --cores $(CORES)
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check Snakefile workflow/rules
+	$(BIN)/snakemake --lint --cores 1
+
+lock:
+	$(BIN)/uv pip compile envs/requirements.in --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes \
+	  --override envs/overrides.txt -o envs/requirements.lock
+
+paper-dry-run: setup
+	$(BIN)/snakemake -n --configfile config/paper.yaml
+
+clean:
+	rm -rf results .snakemake

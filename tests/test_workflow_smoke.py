@@ -1,0 +1,181 @@
+"""The whole DAG on config/test.yaml, then checks of every stage's contract."""
+
+import json
+import re
+
+import pyarrow.parquet as pq
+import pytest
+import soundfile as sf
+import torch
+from conftest import run_snakemake
+
+from eisbach.provenance import read_parquet_metadata
+
+pytestmark = pytest.mark.slow
+
+RUNS = ["none_dora-r4_s0", "none_dora-r4_s1", "eisbach-l0.5_dora-r4_s0", "eisbach-l0.5_dora-r4_s1"]
+VERDICTS = {"supported", "contradicted", "inconclusive"}
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    from conftest import copy_workflow
+
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    result = run_snakemake(workdir, "--cores", "2", "--configfile", "config/test.yaml")
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+def test_manifest_contract(finished):
+    table = pq.read_table(finished / "results/data/manifest.parquet")
+    for column in (
+        "id",
+        "source",
+        "ytid",
+        "start_s",
+        "end_s",
+        "caption",
+        "aspect_list",
+        "split",
+        "status",
+        "reason",
+        "attempts",
+        "duration",
+        "sample_rate",
+        "sha256",
+    ):
+        assert column in table.column_names
+    rows = table.to_pylist()
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"ok"}
+    assert {r["split"] for r in rows} == {"train", "eval"}
+    for r in rows:
+        audio, rate = sf.read(finished / r["path"])
+        assert rate == r["sample_rate"] == 16000
+        assert len(audio) / rate == pytest.approx(r["duration"])
+    assert "config_hash" in read_parquet_metadata(finished / "results/data/manifest.parquet")
+
+
+def test_latent_store_loads_with_datasets(finished):
+    import datasets
+
+    store = finished / "results/latents/tiny"
+    summary = json.loads((store / "latents_manifest.json").read_text())
+    files = [str(store / s["path"]) for s in summary["shards"]]
+    assert len(files) == 3  # 8 clips, 3 rows per shard
+    ds = datasets.load_dataset("parquet", data_files=files, split="train")
+    assert ds.num_rows == 8
+    row = ds[0]
+    assert len(row["latent"]) == row["latent_shape"][0] * row["latent_shape"][1]
+    assert row["latent_shape"][0] == 32 and row["n_frames"] == row["latent_shape"][1]
+    meta = read_parquet_metadata(files[0])
+    for key in (
+        "backend",
+        "backend_version",
+        "latent_rate",
+        "latent_scale",
+        "config_hash",
+        "packages",
+        "git_commit",
+    ):
+        assert key in meta, key
+    text = pq.read_table(store / "text.parquet")
+    assert text.num_rows == len(set(ds["caption"]))
+
+
+def test_runs_have_peft_adapters_and_logs(finished):
+    import yaml
+    from peft import PeftModel
+
+    from eisbach.backends import get_backend
+
+    config = yaml.safe_load((finished / "config/test.yaml").read_text())
+    backend = get_backend("tiny", config["backend"], finished / "results/latents/tiny")
+    for rid in RUNS:
+        run_dir = finished / "results/runs" / rid
+        log = pq.read_table(run_dir / "train_log.parquet").to_pylist()
+        assert len(log) == 12 * 2  # steps x batch
+        assert set(log[0]) >= {
+            "step",
+            "sample_id",
+            "t",
+            "raw_loss",
+            "H",
+            "w",
+            "applied_weight",
+            "lr",
+        }
+        assert all(0 < r["w"] <= 1 and 0 <= r["H"] <= 1 for r in log)
+        if rid.startswith("none"):
+            assert all(r["applied_weight"] == 1.0 for r in log)
+        else:
+            assert all(r["applied_weight"] == pytest.approx(0.5 + 0.5 * r["w"]) for r in log)
+        run = json.loads((run_dir / "run.json").read_text())
+        assert set(run["provenance"]) >= {"config_hash", "git_commit", "packages"}
+        model = PeftModel.from_pretrained(
+            backend.load_dit(finished / "results/base/tiny"), str(run_dir)
+        )
+        lora = [n for n, _ in model.named_parameters() if "lora_" in n]
+        assert lora, "no adapter weights were loaded"
+        magnitudes = [n for n, _ in model.named_parameters() if "lora_magnitude_vector" in n]
+        assert magnitudes, "DoRA magnitude vectors missing"
+
+
+def test_same_seed_same_adapter_across_schemes_differs(finished):
+    from safetensors.torch import load_file
+
+    runs = finished / "results/runs"
+    a = load_file(runs / "none_dora-r4_s0/adapter_model.safetensors")
+    b = load_file(runs / "eisbach-l0.5_dora-r4_s0/adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    assert any(not torch.equal(a[k], b[k]) for k in a), "the weighting changed nothing"
+
+
+def test_samples_index_and_audio(finished):
+    index = pq.read_table(finished / "results/samples/index.parquet").to_pylist()
+    # 5 models (base + 4 runs) x (2 prompts + 1 eval caption) x 1 seed
+    assert len(index) == 15
+    for row in index:
+        audio, rate = sf.read(finished / row["path"])
+        assert re.search(r"results/samples/[^/]+/[a-z0-9_-]+-s\d+\.wav$", row["path"])
+        assert audio.std() > 1e-3, f"{row['path']} is silent"
+
+
+def test_metrics_and_verdicts(finished):
+    per_sample = pq.read_table(finished / "results/metrics/per_sample.parquet").to_pylist()
+    assert len(per_sample) == 15
+    summary = json.loads((finished / "results/metrics/summary.json").read_text())
+    ids = {c["id"] for c in summary["claims"]}
+    assert {
+        "table2.ssm_block_scale",
+        "table2.spectral_contrast_db",
+        "table2.flux_sparsity",
+        "table2.pca_coverage",
+        "table2.dynamic_range_db",
+        "P1",
+        "P5",
+    } <= ids
+    for claim in summary["claims"]:
+        assert claim["verdict"] in VERDICTS
+        if "ci_low" in claim and claim["id"].startswith("table2.") and "diff" in claim:
+            assert claim["ci_low"] <= claim["diff"] <= claim["ci_high"]
+    assert set(summary["weight_spread"]) == set(RUNS)
+
+
+def test_figures_tables_and_report(finished):
+    for name in ("table2.csv", "table2.md", "table2.tex"):
+        assert (finished / "results/tables" / name).stat().st_size > 0
+    assert (finished / "results/figures/p1_weight_vs_t.png").read_bytes()[:4] == b"\x89PNG"
+    page = (finished / "results/report/index.html").read_text()
+    assert page.count("<audio") == 15
+    for src in re.findall(r'src="([^"]+)"', page):
+        assert not src.startswith("/"), f"absolute link {src}"
+        assert (finished / "results/report" / src).resolve().exists(), src
+    for verdict in re.findall(r'class="v"[^>]*>([a-z]+)<', page):
+        assert verdict in VERDICTS
+
+
+def test_rerun_is_a_noop(finished):
+    result = run_snakemake(finished, "-n", "--cores", "2", "--configfile", "config/test.yaml")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr

@@ -8,7 +8,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "scripts")
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "scripts", "envs")
 
 
 def copy_workflow(dest: Path) -> Path:

@@ -44,8 +44,14 @@ def write_parquet(path, table, **kwargs) -> None:
         pq.write_table(table, tmp, **kwargs)
 
 
-def write_wav(path, audio, sample_rate: int) -> None:
+def write_wav(path, audio, sample_rate: int, provenance: dict | None = None) -> None:
+    """16-bit WAV; provenance, when given, goes into the file's comment (RIFF INFO ICMT)."""
     import soundfile as sf
 
+    channels = 1 if audio.ndim == 1 else audio.shape[1]
     with atomic_path(path, suffix=".tmp.wav") as tmp:
-        sf.write(tmp, audio, sample_rate, subtype="PCM_16")
+        with sf.SoundFile(tmp, "w", sample_rate, channels, subtype="PCM_16") as fh:
+            fh.software = "eisbach"
+            if provenance is not None:
+                fh.comment = json.dumps(provenance, sort_keys=True, separators=(",", ":"))
+            fh.write(audio)

@@ -86,12 +86,13 @@ def demo_rows(config: dict, audio_dir: Path, sample_rate: int) -> list[dict]:
     rng = np.random.default_rng(int(demo["seed"]))
     n_eval = int(round(len(clips) * float(demo["eval_fraction"])))
     eval_ids = set(rng.choice([c.id for c in clips], size=n_eval, replace=False).tolist())
+    clip_provenance = provenance.provenance({"data": config, "sample_rate": sample_rate})
     rows = []
     for clip in clips:
         path = audio_dir / f"{clip.id}.wav"
         status, reason = validate_clip(clip.audio, clip.sample_rate, config["validation"])
         if status == "ok":
-            write_wav(path, clip.audio, clip.sample_rate)
+            write_wav(path, clip.audio, clip.sample_rate, clip_provenance)
         rows.append(
             {
                 "id": clip.id,

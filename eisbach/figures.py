@@ -17,7 +17,8 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 import soundfile as sf  # noqa: E402
 
-from eisbach.atomic import atomic_path, write_text  # noqa: E402
+from eisbach import provenance  # noqa: E402
+from eisbach.atomic import atomic_path, write_json, write_text  # noqa: E402
 from eisbach.evaluate import group_of  # noqa: E402
 
 TABLE_COLUMNS = [
@@ -38,9 +39,11 @@ GROUP_COLOURS = {
 }
 
 
-def save_figure(fig, path: Path) -> None:
+def save_figure(fig, path: Path, record: dict) -> None:
+    """PNG with the stage's provenance in a tEXt chunk."""
+    metadata = {"Software": "eisbach", "Comment": json.dumps(record, sort_keys=True)}
     with atomic_path(path, suffix=".tmp.png") as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata=metadata)
     plt.close(fig)
 
 
@@ -54,17 +57,19 @@ def table2_rows(summary: dict) -> list[dict]:
     return [c for c in summary["claims"] if c["id"].startswith("table2.")]
 
 
-def write_table2(summary: dict, out_dir: Path) -> None:
+def write_table2(summary: dict, out_dir: Path, record: dict) -> None:
     rows = table2_rows(summary)
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
+    stamp = json.dumps(record, sort_keys=True)
     write_text(out_dir / "table2.csv", buffer.getvalue())
+    write_json(out_dir / "table2.provenance.json", record)
 
     md = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     md += ["| " + " | ".join(fmt(r.get(c)) for c in TABLE_COLUMNS) + " |" for r in rows]
-    write_text(out_dir / "table2.md", "\n".join(md) + "\n")
+    write_text(out_dir / "table2.md", "\n".join(md) + f"\n\n<!-- provenance: {stamp} -->\n")
 
     def tex_escape(s: str) -> str:
         return s.replace("_", r"\_").replace("%", r"\%")
@@ -76,11 +81,11 @@ def write_table2(summary: dict, out_dir: Path) -> None:
         r"\midrule",
     ]
     tex += [" & ".join(tex_escape(fmt(r.get(c))) for c in TABLE_COLUMNS) + r" \\" for r in rows]
-    tex += [r"\bottomrule", r"\end{tabular}"]
+    tex += [r"\bottomrule", r"\end{tabular}", f"% provenance: {stamp}"]
     write_text(out_dir / "table2.tex", "\n".join(tex) + "\n")
 
 
-def p1_figure(logs: dict[str, list[dict]], runs: dict[str, dict], path: Path) -> None:
+def p1_figure(logs: dict[str, list[dict]], runs: dict[str, dict], path: Path, record: dict) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     bins = np.linspace(0, 1, 11)
     for group in ("barrier", "baseline", "other"):
@@ -104,10 +109,10 @@ def p1_figure(logs: dict[str, list[dict]], runs: dict[str, dict], path: Path) ->
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    save_figure(fig, path)
+    save_figure(fig, path, record)
 
 
-def spread_figure(logs: dict[str, list[dict]], path: Path) -> None:
+def spread_figure(logs: dict[str, list[dict]], path: Path, record: dict) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for rid, log in sorted(logs.items()):
         for ax, key in zip(axes, ("H", "w", "applied_weight"), strict=True):
@@ -115,10 +120,10 @@ def spread_figure(logs: dict[str, list[dict]], path: Path) -> None:
     for ax, key in zip(axes, ("H", "w", "applied weight s"), strict=True):
         ax.set(xlabel=key, ylabel="logged samples", title=f"Spread of {key}")
     axes[-1].legend(fontsize=6)
-    save_figure(fig, path)
+    save_figure(fig, path, record)
 
 
-def metrics_figure(per_sample: list[dict], summary: dict, path: Path) -> None:
+def metrics_figure(per_sample: list[dict], summary: dict, path: Path, record: dict) -> None:
     names = [c["metric"] for c in table2_rows(summary)]
     groups = [
         g
@@ -134,10 +139,10 @@ def metrics_figure(per_sample: list[dict], summary: dict, path: Path) -> None:
         ax.boxplot(data, labels=groups)
         ax.set_title(name, fontsize=9)
         ax.tick_params(axis="x", labelsize=7)
-    save_figure(fig, path)
+    save_figure(fig, path, record)
 
 
-def spectrogram(audio_path: str, path: Path) -> None:
+def spectrogram(audio_path: str, path: Path, record: dict) -> None:
     audio, rate = sf.read(audio_path, dtype="float32", always_2d=True)
     fig, ax = plt.subplots(figsize=(4.2, 1.8))
     ax.specgram(audio.mean(axis=1), NFFT=1024, Fs=rate, noverlap=512, cmap="magma")
@@ -145,7 +150,7 @@ def spectrogram(audio_path: str, path: Path) -> None:
     ax.tick_params(labelsize=6)
     ax.xaxis.label.set_size(7)
     ax.yaxis.label.set_size(7)
-    save_figure(fig, path)
+    save_figure(fig, path, record)
 
 
 def main(argv=None) -> None:
@@ -158,15 +163,16 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
 
     summary = json.loads(args.summary.read_text())
+    record = provenance.provenance({"summary": summary["provenance"]["config_hash"]})
     per_sample = pq.read_table(args.per_sample).to_pylist()
     runs = {d.name: json.loads((d / "run.json").read_text()) for d in args.runs}
     logs = {d.name: pq.read_table(d / "train_log.parquet").to_pylist() for d in args.runs}
 
-    write_table2(summary, args.tables_dir)
-    p1_figure(logs, runs, args.figures_dir / "p1_weight_vs_t.png")
-    spread_figure(logs, args.figures_dir / "weight_spread.png")
-    metrics_figure(per_sample, summary, args.figures_dir / "metrics_by_group.png")
+    write_table2(summary, args.tables_dir, record)
+    p1_figure(logs, runs, args.figures_dir / "p1_weight_vs_t.png", record)
+    spread_figure(logs, args.figures_dir / "weight_spread.png", record)
+    metrics_figure(per_sample, summary, args.figures_dir / "metrics_by_group.png", record)
     for row in per_sample:
         out = args.figures_dir / "spectrograms" / row["run_id"] / (Path(row["path"]).stem + ".png")
-        spectrogram(row["path"], out)
+        spectrogram(row["path"], out, record)
     print(f"figures: {len(per_sample)} spectrograms, table2 -> {args.tables_dir}")

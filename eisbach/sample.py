@@ -83,10 +83,12 @@ def generate(args, sample_config: dict, backend_config: dict) -> pa.Table:
         cfg_scale=float(sample_config["cfg_scale"]),
     )
     audio = backend.decode(latents)
+    stage_config = {"sample": sample_config, "backend": backend_config, "run_id": args.run_id}
+    sample_provenance = provenance.provenance(stage_config)
     rows = []
     for (prompt, seed), clip in zip(jobs, audio, strict=True):
         path = args.out_dir / f"{prompt['id']}-s{seed}.wav"
-        write_wav(path, clip, backend.sample_rate)
+        write_wav(path, clip, backend.sample_rate, sample_provenance)
         rows.append(
             {
                 "run_id": args.run_id,
@@ -98,7 +100,6 @@ def generate(args, sample_config: dict, backend_config: dict) -> pa.Table:
                 "path": str(path),
             }
         )
-    stage_config = {"sample": sample_config, "backend": backend_config, "run_id": args.run_id}
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
     return table.replace_schema_metadata(provenance.parquet_metadata(stage_config, stage="sample"))
 

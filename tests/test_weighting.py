@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from eisbach.weighting import REGISTRY, get_scheme, temporal_entropy, weighted_loss
 
@@ -102,3 +104,31 @@ def test_unknown_scheme_and_bad_lambda():
         get_scheme("nonsense")
     with pytest.raises(ValueError, match="lam"):
         get_scheme("eisbach", lam=1.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batch=st.integers(1, 4),
+    channels=st.integers(1, 3),
+    frames=st.integers(2, 12),
+    pad=st.integers(0, 5),
+    lam=st.floats(0.0, 1.0),
+    scale=st.floats(0.01, 30.0),
+    seed=st.integers(0, 2**16),
+)
+def test_properties(batch, channels, frames, pad, lam, scale, seed):
+    generator = torch.Generator().manual_seed(seed)
+    pred = scale * torch.randn(batch, channels, frames, generator=generator)
+    t = torch.rand(batch, generator=generator)
+    padded = torch.cat([pred, 50.0 * torch.randn(batch, channels, pad, generator=generator)], -1)
+    mask = torch.zeros(batch, frames + pad, dtype=torch.bool)
+    mask[:, :frames] = True
+    scheme = get_scheme("eisbach", lam=lam)
+    s = scheme(pred, pred, t, None)
+    w = get_scheme("eisbach", lam=1.0)(pred, pred, t, None)
+    assert torch.all(w > 0) and torch.all(w <= 1)
+    assert torch.all(s >= 1 - lam - 1e-6) and torch.all(s <= 1 + 1e-6)
+    torch.testing.assert_close(scheme(padded, padded, t, mask), s)
+    torch.testing.assert_close(
+        get_scheme("eisbach", lam=0.0)(pred, pred, t, None), get_scheme("none")(pred, pred, t, None)
+    )

@@ -139,6 +139,8 @@ def test_samples_index_and_audio(finished):
         audio, rate = sf.read(finished / row["path"])
         assert re.search(r"results/samples/[^/]+/[a-z0-9_-]+-s\d+\.wav$", row["path"])
         assert audio.std() > 1e-3, f"{row['path']} is silent"
+        with sf.SoundFile(finished / row["path"]) as fh:
+            assert "config_hash" in json.loads(fh.comment)
 
 
 def test_metrics_and_verdicts(finished):
@@ -165,7 +167,13 @@ def test_metrics_and_verdicts(finished):
 def test_figures_tables_and_report(finished):
     for name in ("table2.csv", "table2.md", "table2.tex"):
         assert (finished / "results/tables" / name).stat().st_size > 0
-    assert (finished / "results/figures/p1_weight_vs_t.png").read_bytes()[:4] == b"\x89PNG"
+    from PIL import Image
+
+    with Image.open(finished / "results/figures/p1_weight_vs_t.png") as png:
+        assert "git_commit" in json.loads(png.text["Comment"])
+    assert "config_hash" in json.loads(
+        (finished / "results/tables/table2.provenance.json").read_text()
+    )
     page = (finished / "results/report/index.html").read_text()
     assert page.count("<audio") == 15
     for src in re.findall(r'src="([^"]+)"', page):

@@ -9,7 +9,7 @@ pretrained from scratch by the `pretrain_base` rule.
 from __future__ import annotations
 
 import json
-import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,10 +22,6 @@ from eisbach.backends.base import Backend
 SPECIAL_TOKENS = ["[PAD]", "[UNK]"]
 # Linear layers of the stable-audio-tools ContinuousTransformer blocks that adapters target.
 DIT_TARGET_MODULES = ["to_qkv", "to_out", "to_q", "to_kv", "ff.ff.0.proj", "ff.ff.2"]
-
-
-def caption_words(text: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+(?:-[a-z0-9]+)*", text.lower())
 
 
 class TinyBackend(Backend):
@@ -101,34 +97,34 @@ class TinyBackend(Backend):
     # --- text ----------------------------------------------------------------------------------
     def build_text_encoder(self, captions: list[str]) -> None:
         """Writes the word-level tokenizer and the frozen LUT text encoder (once per data set)."""
-        from tokenizers import Tokenizer, models, pre_tokenizers
+        from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
         from transformers import PreTrainedTokenizerFast
 
-        words = sorted({w for c in captions for w in caption_words(c)})
-        vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + words)}
-        tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        normalizer = normalizers.Lowercase()
+        pre_tokenizer = pre_tokenizers.Sequence(
             [pre_tokenizers.Whitespace(), pre_tokenizers.Punctuation()]
         )
-        from tokenizers import normalizers
-
-        tokenizer.normalizer = normalizers.Lowercase()
+        words = sorted(
+            {
+                word
+                for caption in captions
+                for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(caption))
+            }
+        )
+        vocab = {tok: i for i, tok in enumerate(SPECIAL_TOKENS + words)}
+        tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+        tokenizer.normalizer = normalizer
+        tokenizer.pre_tokenizer = pre_tokenizer
         fast = PreTrainedTokenizerFast(
             tokenizer_object=tokenizer, pad_token="[PAD]", unk_token="[UNK]"
         )
         tmp_dir = self.text_dir.with_name(self.text_dir.name + ".tmp")
-        if tmp_dir.exists():
-            import shutil
-
-            shutil.rmtree(tmp_dir)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
         fast.save_pretrained(tmp_dir)
         encoder = self._make_text_encoder(tmp_dir)
         save_file(encoder.state_dict(), tmp_dir / "text_encoder.safetensors")
-        if self.text_dir.exists():
-            import shutil
-
-            shutil.rmtree(self.text_dir)
+        shutil.rmtree(self.text_dir, ignore_errors=True)
         tmp_dir.rename(self.text_dir)
         self._text_encoder = None
 
@@ -167,7 +163,7 @@ class TinyBackend(Backend):
                     f"{weights} is missing: the latents stage builds the tiny text encoder"
                 )
             encoder = self._make_text_encoder(self.text_dir)
-            missing, unexpected = encoder.load_state_dict(load_file(weights), strict=True)
+            encoder.load_state_dict(load_file(weights), strict=True)
             self._text_encoder = encoder
         return self._text_encoder
 

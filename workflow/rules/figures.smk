@@ -11,6 +11,7 @@ rule figures:
         ),
         table_md="results/tables/table2.md",
         table_tex="results/tables/table2.tex",
+        table_provenance="results/tables/table2.provenance.json",
         p1=report(
             "results/figures/p1_weight_vs_t.png",
             caption="../report/p1.rst",

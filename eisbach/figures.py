@@ -124,7 +124,7 @@ def spread_figure(logs: dict[str, list[dict]], path: Path, record: dict) -> None
 
 
 def metrics_figure(per_sample: list[dict], summary: dict, path: Path, record: dict) -> None:
-    names = [c["metric"] for c in table2_rows(summary)]
+    names = list(dict.fromkeys(c["metric"] for c in table2_rows(summary)))
     groups = [
         g
         for g in ("base", "baseline", "barrier", "other")

@@ -19,7 +19,7 @@ RUN apt-get update \
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin eisbach
 WORKDIR /app
 RUN chown eisbach:eisbach /app
-USER eisbach
+USER 10001:10001
 
 COPY --chown=eisbach:eisbach envs/ envs/
 COPY --chown=eisbach:eisbach pyproject.toml Makefile ./

@@ -20,6 +20,7 @@ lint: setup
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow/rules
 	$(BIN)/snakemake --lint --cores 1
+	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
 
 lock:
 	$(BIN)/uv pip compile envs/requirements.in --python-version 3.11 \

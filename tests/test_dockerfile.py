@@ -4,9 +4,8 @@ import shutil
 import subprocess
 
 import pytest
-from dockerfile_parse import DockerfileParser
-
 from conftest import REPO
+from dockerfile_parse import DockerfileParser
 
 
 @pytest.fixture(scope="module")

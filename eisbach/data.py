@@ -1,7 +1,28 @@
 """Data stage: clips on disk and the manifest that records every clip's fate.
 
-The demo source renders music with known structure offline (eisbach.demo_music). MusicCaps
-download and local-folder modes plug in here (issue 4) and write the same manifest.
+Sources (``data.source``):
+
+``demo``
+    Music with known structure rendered offline (eisbach.demo_music); one shard.
+``musiccaps``
+    MusicCaps metadata (``data.musiccaps_csv``, or google/MusicCaps through datasets), each clip
+    downloaded with yt-dlp: only its section (``data.download: section``) or the whole video and
+    an ffmpeg slice (``full``).
+``local``
+    A folder of existing clips (``data.audio_dir``): MusicCaps clips named ``<ytid>.wav`` (or
+    flac/mp3/ogg) with the MusicCaps metadata, or, with ``data.captions_csv``, any audio listed
+    in a CSV of (file, caption).
+
+The stage runs as ``metadata`` (parse once) -> ``shard`` jobs (download / validate a slice of the
+rows with parallel workers) -> ``manifest`` (concatenate). Every clip of every source is decoded and
+validated; a clip that fails is quarantined (it stays in the manifest with a status and reason).
+
+Resume: a download's outcome is kept in ``results/data/raw/<id>.json`` beside the downloaded
+audio, written atomically as soon as the clip settles. A rerun never calls yt-dlp again for a clip
+that finished (downloaded, or permanently unavailable / private / corrupt); it only retries
+clips that failed transiently or were stopped by a bot check. Validation and resampling are
+redone from the kept audio, so changing the thresholds or the backend's rate downloads nothing.
+To fetch a clip again, delete its ``results/data/raw/<id>.*``.
 """
 
 from __future__ import annotations
@@ -9,13 +30,33 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
+import random
+import shutil
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from eisbach import provenance
-from eisbach.atomic import write_parquet, write_wav
+from eisbach import musiccaps, provenance, ytdlp
+from eisbach.atomic import write_json, write_parquet, write_wav
+from eisbach.audio_checks import DecodeError, decode, find_ffmpeg, to_mono, validate_clip
+from eisbach.ytdlp import COOKIES_ENV, redacted_config
+
+__all__ = [
+    "COOKIES_ENV",
+    "build_manifest",
+    "file_sha256",
+    "main",
+    "redacted_config",
+    "validate_clip",
+]
 
 MANIFEST_SCHEMA = pa.schema(
     [
@@ -37,6 +78,21 @@ MANIFEST_SCHEMA = pa.schema(
     ]
 )
 
+METADATA_SCHEMA = pa.schema(
+    [
+        ("row", pa.int64()),
+        ("id", pa.string()),
+        ("ytid", pa.string()),
+        ("start_s", pa.float64()),
+        ("end_s", pa.float64()),
+        ("caption", pa.string()),
+        ("aspect_list", pa.list_(pa.string())),
+        ("split", pa.string()),
+        ("file", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
 STATUSES = (
     "ok",
     "unavailable",
@@ -50,19 +106,70 @@ STATUSES = (
     "missing",
 )
 
+# Keys of the `data` section that may be left out; workflow/schemas/config.schema.yaml says what
+# each does.
+DEFAULTS = {
+    "musiccaps_csv": "",
+    "limit": None,
+    "audio_dir": "",
+    "captions_csv": "",
+    "eval_fraction": 0.1,
+    "ytdlp": "yt-dlp",
+    "ytdlp_args": [],
+    "cookies": "",
+    "workers": 4,
+    "max_attempts": 4,
+    "shard_size": musiccaps.DEFAULT_SHARD_SIZE,
+    "download": "section",
+    "timeout_s": 300.0,
+    "backoff_s": 5.0,
+    "sleep_s": 0.0,
+    "on_bot_check": "fail",
+}
 
-def validate_clip(audio: np.ndarray, sample_rate: int, rules: dict) -> tuple[str, str]:
-    """(status, reason) for decoded mono audio, by the thresholds under data.validation."""
-    duration = len(audio) / sample_rate
-    if duration < rules["min_seconds"]:
-        return "too_short", f"{duration:.2f} s < data.validation.min_seconds={rules['min_seconds']}"
-    rms_db = 20 * np.log10(np.sqrt(np.mean(np.square(audio, dtype=np.float64))) + 1e-12)
-    if rms_db < rules["silence_rms_db"]:
-        return "silent", f"RMS {rms_db:.1f} dBFS < data.validation.silence_rms_db"
-    clipped = float(np.mean(np.abs(audio) >= 0.999))
-    if clipped > rules["max_clipped_fraction"]:
-        return "clipped", f"{clipped:.2%} full-scale samples > data.validation.max_clipped_fraction"
-    return "ok", ""
+BOT_CHECK_ADVICE = (
+    "Pass a cookies file of a logged-in browser session as data.cookies (Netscape format, e.g. "
+    "exported with `yt-dlp --cookies-from-browser firefox --cookies FILE`), and slow down: fewer "
+    "data.workers, a larger data.sleep_s, fewer shards at a time (snakemake --resources ytdlp=1). "
+    "Then rerun: clips that finished are not downloaded again."
+)
+
+
+class Cancelled(Exception):
+    """A clip whose download was interrupted; nothing is recorded for it."""
+
+
+class DataStageError(RuntimeError):
+    """A problem the user must fix (configuration, environment); reported without a traceback."""
+
+
+class BotCheckStop(DataStageError):
+    """A shard stopped by a bot check, with data.on_bot_check: fail."""
+
+
+def settings(data: dict) -> dict:
+    """The data section with defaults for the keys left out (or null)."""
+    return DEFAULTS | {k: v for k, v in data.items() if v is not None}
+
+
+def cookies_path(data: dict) -> str | None:
+    """The cookies file: from data.cookies, or from the environment when the rule redacted it."""
+    value = str(data.get("cookies") or "")
+    if not value:
+        return None
+    if value.startswith("env:"):
+        name = value[4:].split("#", 1)[0]
+        value = os.environ.get(name, "")
+        if not value:
+            raise DataStageError(
+                f"data.cookies is set but {name} is not in this job's environment "
+                f"(remote executors: pass --envvars {name})"
+            )
+    if not Path(value).is_file():
+        raise FileNotFoundError(
+            "data.cookies: the cookies file does not exist (path kept out of logs)"
+        )
+    return value
 
 
 def file_sha256(path) -> str:
@@ -71,6 +178,345 @@ def file_sha256(path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# metadata
+
+
+def load_metadata(data: dict) -> list[dict]:
+    data = settings(data)
+    source = data["source"]
+    if source == "demo":
+        raise ValueError("data.source: demo has no metadata file; its shard renders the clips")
+    limit = data.get("limit")
+    if source == "local":
+        if not data.get("audio_dir"):
+            raise ValueError("data.source: local needs data.audio_dir, the folder of clips")
+        if data.get("captions_csv"):
+            return musiccaps.read_captions_csv(
+                data["captions_csv"], float(data["eval_fraction"]), limit
+            )
+    return musiccaps.load_musiccaps(data)
+
+
+def write_metadata(data: dict, out: Path) -> pa.Table:
+    rows = load_metadata(data)
+    table = pa.Table.from_pylist(rows, schema=METADATA_SCHEMA)
+    meta = provenance.parquet_metadata({"data": data}, stage="data.metadata", source=data["source"])
+    write_parquet(out, table.replace_schema_metadata(meta))
+    bad = sum(1 for r in rows if r["error"])
+    n_eval = sum(1 for r in rows if r["split"] == "eval" and not r["error"])
+    log(f"metadata: {len(rows)} rows ({n_eval} eval, {bad} invalid) -> {out}")
+    return table
+
+
+# ---------------------------------------------------------------------------------------------
+# one clip
+
+
+def _manifest_row(meta: dict, source: str) -> dict:
+    return {
+        "id": meta["id"],
+        "source": source,
+        "ytid": meta.get("ytid"),
+        "start_s": meta.get("start_s"),
+        "end_s": meta.get("end_s"),
+        "caption": meta.get("caption") or "",
+        "aspect_list": list(meta.get("aspect_list") or []),
+        "split": meta.get("split") or "train",
+        "status": None,
+        "reason": "",
+        "attempts": 0,
+        "duration": None,
+        "sample_rate": None,
+        "sha256": None,
+        "path": None,
+    }
+
+
+class ClipWriter:
+    """Decode, validate and (when it passes) write a clip as mono WAV at the backend's rate."""
+
+    def __init__(self, data: dict, sample_rate: int, data_dir: Path, ffmpeg: str | None):
+        self.rules = data["validation"]
+        self.sample_rate = sample_rate
+        self.audio_dir = Path(data_dir) / "audio"
+        self.ffmpeg = ffmpeg
+        self.provenance = provenance.provenance({"data": data, "sample_rate": sample_rate})
+
+    def finish(self, row: dict, src: Path, slice_full_length: bool = False) -> dict:
+        dst = self.audio_dir / f"{row['id']}.wav"
+        try:
+            audio, rate = decode(src, ffmpeg=self.ffmpeg)
+        except DecodeError as exc:
+            dst.unlink(missing_ok=True)
+            return row | {"status": "corrupt", "reason": f"{src.name} does not decode: {exc}"}
+        note = ""
+        start, end = row.get("start_s"), row.get("end_s")
+        if slice_full_length and start is not None and end is not None:
+            length = audio.shape[0] / rate
+            if length > (end - start) + 1.0 and length >= end:
+                audio = audio[int(round(start * rate)) : int(round(end * rate))]
+                note = f"sliced [{start:g}, {end:g}] s from a {length:.1f} s file"
+        status, reason = validate_clip(audio, rate, self.rules)
+        row = row | {"duration": audio.shape[0] / rate}
+        if status != "ok":
+            dst.unlink(missing_ok=True)
+            return row | {"status": status, "reason": f"{reason} ({src.name})"}
+        mono = to_mono(audio, rate, self.sample_rate)
+        write_wav(dst, mono, self.sample_rate, self.provenance)
+        return row | {
+            "status": "ok",
+            "reason": note,
+            "duration": len(mono) / self.sample_rate,
+            "sample_rate": self.sample_rate,
+            "sha256": file_sha256(dst),
+            "path": str(dst),
+        }
+
+
+class Downloader:
+    """yt-dlp with retries and backoff; outcomes kept per clip so that a rerun skips them."""
+
+    def __init__(self, data: dict, data_dir: Path):
+        self.data = data
+        self.raw_dir = Path(data_dir) / "raw"
+        self.tmp_dir = Path(data_dir) / "tmp"
+        self.stop = threading.Event()
+        self.stop_reason = ""
+        self.cancelled = threading.Event()
+        self.lock = threading.Lock()
+        self.calls = 0
+        self.reused = 0
+        self._tools = None
+
+    def tools(self) -> tuple[str, str | None, str | None]:
+        """(yt-dlp, ffmpeg, cookies), resolved once and only when a clip needs downloading."""
+        with self.lock:
+            if self._tools is None:
+                exe = ytdlp.find_executable(self.data["ytdlp"])
+                ffmpeg = find_ffmpeg()
+                if ffmpeg is None:
+                    raise FileNotFoundError(
+                        "yt-dlp needs ffmpeg to cut sections and slice videos: none is on PATH "
+                        "and imageio-ffmpeg is not installed (pip install imageio-ffmpeg)"
+                    )
+                cookies = cookies_path(self.data)
+                self._tools = (exe, ffmpeg, cookies)
+                log(
+                    f"yt-dlp: {exe}; ffmpeg: {ffmpeg}; cookies: {'yes' if cookies else 'no'}; "
+                    f"mode {self.data['download']}; {len(self.data['ytdlp_args'])} extra args"
+                )
+            return self._tools
+
+    def _state_path(self, clip_id: str) -> Path:
+        return self.raw_dir / f"{clip_id}.json"
+
+    def cached(self, meta: dict) -> dict | None:
+        """The settled outcome of an earlier run for this exact clip, if any."""
+        path = self._state_path(meta["id"])
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        same_clip = (
+            state.get("ytid") == meta["ytid"]
+            and state.get("start_s") == meta["start_s"]
+            and state.get("end_s") == meta["end_s"]
+        )
+        if not same_clip:
+            return None
+        if state.get("status") == "downloaded":
+            raw = self.raw_dir / str(state.get("file"))
+            if raw.is_file() and file_sha256(raw) == state.get("sha256"):
+                return state
+            return None
+        if state.get("status") in ytdlp.PERMANENT:
+            return state
+        return None
+
+    def _previous_attempts(self, clip_id: str) -> int:
+        try:
+            return int(json.loads(self._state_path(clip_id).read_text()).get("attempts", 0))
+        except (OSError, ValueError, AttributeError):
+            return 0
+
+    def fetch(self, meta: dict) -> dict:
+        """The download outcome: {status, reason, attempts, file (under raw/) or None}."""
+        state = self.cached(meta)
+        if state is not None:
+            with self.lock:
+                self.reused += 1
+            return state
+        if self.stop.is_set():
+            return {"status": "bot_check", "reason": self.not_attempted(), "attempts": 0}
+        exe, ffmpeg, cookies = self.tools()
+        d = self.data
+        previous = self._previous_attempts(meta["id"])
+        work = self.tmp_dir / meta["id"]
+        result, attempts = None, 0
+        try:
+            for attempt in range(1, int(d["max_attempts"]) + 1):
+                if self.cancelled.is_set():
+                    raise Cancelled(meta["id"])
+                if self.stop.is_set():
+                    result = ytdlp.CallResult("bot_check", self.not_attempted())
+                    break
+                attempts += 1
+                with self.lock:
+                    self.calls += 1
+                result = ytdlp.download_once(
+                    exe,
+                    meta["ytid"],
+                    work,
+                    start_s=meta["start_s"],
+                    end_s=meta["end_s"],
+                    mode=d["download"],
+                    ffmpeg=ffmpeg,
+                    cookies=cookies,
+                    timeout=float(d["timeout_s"]),
+                    extra_args=d["ytdlp_args"],
+                )
+                if self.cancelled.is_set():  # killed by cancel(): not an outcome to keep
+                    raise Cancelled(meta["id"])
+                if result.status != "transient":
+                    break
+                if attempt < int(d["max_attempts"]):
+                    self.stop.wait(backoff_delay(float(d["backoff_s"]), attempt))
+            state = {
+                "ytid": meta["ytid"],
+                "start_s": meta["start_s"],
+                "end_s": meta["end_s"],
+                "status": result.status,
+                "reason": result.reason,
+                "attempts": previous + attempts,
+                "file": None,
+                "sha256": None,
+            }
+            if result.status == "transient":
+                state["reason"] = f"gave up after {attempts} attempts; last: {result.reason}"
+            if result.status == "bot_check" and attempts:
+                self.stop_on_bot_check(meta, result.reason)
+            if result.status == "downloaded":
+                self.raw_dir.mkdir(parents=True, exist_ok=True)
+                raw = self.raw_dir / f"{meta['id']}{result.file.suffix}"
+                os.replace(result.file, raw)
+                state |= {"file": raw.name, "sha256": file_sha256(raw)}
+            write_json(self._state_path(meta["id"]), state)
+            return state
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            if float(d["sleep_s"]) > 0:
+                self.stop.wait(float(d["sleep_s"]))
+
+    def cancel(self) -> None:
+        """Interrupted: stop every worker and end the yt-dlp calls in flight; record nothing."""
+        self.cancelled.set()
+        self.stop.set()
+        ytdlp.kill_running()
+
+    def stop_on_bot_check(self, meta: dict, reason: str) -> None:
+        with self.lock:
+            if self.stop.is_set():
+                return
+            self.stop_reason = f"row {meta['row'] + 1} (ytid {meta['ytid']}): {reason}"
+            self.stop.set()
+        log(
+            f"BOT CHECK: YouTube stopped the downloads at {self.stop_reason}. The shard stops "
+            f"early; the clips not yet downloaded keep status bot_check. {BOT_CHECK_ADVICE}"
+        )
+
+    def not_attempted(self) -> str:
+        return f"not attempted: the shard stopped after a bot check at {self.stop_reason}"
+
+
+def backoff_delay(base: float, attempt: int) -> float:
+    """Seconds to wait after failed try number `attempt`: base * 2^(attempt-1), jittered +-25%."""
+    return base * 2 ** (attempt - 1) * random.uniform(0.75, 1.25)
+
+
+def _local_musiccaps_file(audio_dir: Path, ytid: str) -> Path | None:
+    for ext in musiccaps.AUDIO_EXTENSIONS:
+        for suffix in (ext, ext.upper()):
+            path = audio_dir / f"{ytid}{suffix}"
+            if path.is_file():
+                return path
+    return None
+
+
+class ShardProcessor:
+    def __init__(self, data: dict, sample_rate: int, data_dir: Path):
+        self.data = settings(data)
+        self.source = self.data["source"]
+        self.data_dir = Path(data_dir)
+        self.writer = ClipWriter(self.data, sample_rate, self.data_dir, find_ffmpeg())
+        self.downloader = (
+            Downloader(self.data, self.data_dir) if self.source == "musiccaps" else None
+        )
+
+    def one(self, meta: dict) -> dict:
+        row = _manifest_row(meta, self.source)
+        if meta.get("error"):
+            return row | {"status": "unavailable", "reason": meta["error"]}
+        if self.source == "musiccaps":
+            state = self.downloader.fetch(meta)
+            row["attempts"] = int(state.get("attempts") or 0)
+            if state["status"] != "downloaded":
+                return row | {"status": state["status"], "reason": state["reason"]}
+            return self.writer.finish(row, self.data_dir / "raw" / state["file"])
+        audio_dir = Path(self.data["audio_dir"])
+        if meta.get("file"):
+            src = audio_dir / meta["file"]
+            src = src if src.is_file() else None
+            wanted = meta["file"]
+        else:
+            src = _local_musiccaps_file(audio_dir, meta["ytid"])
+            wanted = f"{meta['ytid']}.{{wav,flac,mp3,ogg}}"
+        if src is None:
+            return row | {"status": "missing", "reason": f"no file {wanted} in data.audio_dir"}
+        row["attempts"] = 1
+        return self.writer.finish(row, src, slice_full_length=not meta.get("file"))
+
+    def run(self, rows: list[dict], label: str = "clips") -> list[dict]:
+        from tqdm import tqdm
+
+        out: list[dict | None] = [None] * len(rows)
+        workers = max(1, min(int(self.data["workers"]), len(rows) or 1))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clip") as pool:
+            futures = {pool.submit(self.one, meta): i for i, meta in enumerate(rows)}
+            try:
+                with tqdm(
+                    total=len(rows), desc=label, unit="clip", file=sys.stderr, mininterval=2.0
+                ) as bar:
+                    for future in as_completed(futures):
+                        i = futures[future]
+                        out[i] = future.result()
+                        if out[i]["status"] != "ok":
+                            tqdm.write(
+                                f"{out[i]['id']}: {out[i]['status']}: {out[i]['reason']}",
+                                file=sys.stdout,
+                            )
+                        bar.update()
+            except BaseException:
+                if self.downloader is not None:
+                    self.downloader.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+        if self.downloader is not None:
+            try:
+                self.downloader.tmp_dir.rmdir()  # only when no other shard is using it
+            except OSError:
+                pass
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# demo
 
 
 def demo_rows(config: dict, audio_dir: Path, sample_rate: int) -> list[dict]:
@@ -115,31 +561,162 @@ def demo_rows(config: dict, audio_dir: Path, sample_rate: int) -> list[dict]:
     return rows
 
 
-def build_manifest(config: dict, sample_rate: int, out: Path) -> pa.Table:
-    audio_dir = out.parent / "audio"
-    source = config["source"]
-    if source == "demo":
-        rows = demo_rows(config, audio_dir, sample_rate)
-    else:
-        raise NotImplementedError(
-            f"data.source: {source!r} (MusicCaps download / local folder) is issue 4; "
-            "only 'demo' is built so far"
-        )
+# ---------------------------------------------------------------------------------------------
+# shards and the manifest
+
+
+def _table(rows: list[dict], data: dict, sample_rate: int, **extra) -> pa.Table:
     table = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
     meta = provenance.parquet_metadata(
-        {"data": config, "sample_rate": sample_rate}, stage="data", source=source
+        {"data": data, "sample_rate": sample_rate}, stage="data", source=data["source"], **extra
     )
-    table = table.replace_schema_metadata(meta)
-    write_parquet(out, table)
+    return table.replace_schema_metadata(meta)
+
+
+def process_rows(data: dict, rows: list[dict], sample_rate: int, data_dir: Path, label="clips"):
+    """Manifest rows for metadata rows, and the downloader (None unless source musiccaps)."""
+    processor = ShardProcessor(data, sample_rate, data_dir)
+    started = time.monotonic()
+    out = processor.run(rows, label)
+    dl = processor.downloader
+    calls = f"; yt-dlp calls {dl.calls}, clips settled in earlier runs {dl.reused}" if dl else ""
+    log(f"{label}: {len(out)} clips in {time.monotonic() - started:.1f} s{calls}")
+    return out, dl
+
+
+def _stopped_to_fail(dl, data: dict) -> bool:
+    return dl is not None and dl.stop.is_set() and settings(data)["on_bot_check"] == "fail"
+
+
+def _check_bot_stop(dl, data: dict) -> None:
+    """With a bot check: raise (on_bot_check fail; the output is not written) or warn (record)."""
+    if dl is not None and dl.stop.is_set():
+        message = (
+            f"the shard stopped early after a bot check at {dl.stop_reason}. {BOT_CHECK_ADVICE}"
+        )
+        if settings(data)["on_bot_check"] == "fail":
+            raise BotCheckStop(message)
+        print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+
+def build_shard(
+    data: dict,
+    sample_rate: int,
+    out: Path,
+    *,
+    metadata: Path | None,
+    shard: int,
+    shards: int,
+    data_dir: Path,
+) -> pa.Table:
+    data = settings(data)
+    if data["source"] == "demo":
+        rows = demo_rows(data, Path(data_dir) / "audio", sample_rate)
+        dl = None
+    else:
+        meta_rows = pq.read_table(metadata).to_pylist()
+        lo, hi = musiccaps.shard_bounds(len(meta_rows), shard, shards, int(data["shard_size"]))
+        rows, dl = process_rows(
+            data, meta_rows[lo:hi], sample_rate, data_dir, label=f"shard {shard} rows {lo}-{hi}"
+        )
+    table = _table(rows, data, sample_rate, shard=shard)
+    if not _stopped_to_fail(dl, data):
+        write_parquet(out, table)
+    _check_bot_stop(dl, data)
     return table
 
 
+def summarise(table: pa.Table) -> str:
+    rows = table.select(["status", "duration"]).to_pylist()
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    minutes = sum(r["duration"] or 0 for r in rows if r["status"] == "ok") / 60
+    by_status = ", ".join(f"{s} {n}" for s, n in sorted(counts.items()))
+    return f"{table.num_rows} clips ({by_status}); {minutes:.1f} minutes of audio kept"
+
+
+def merge_shards(data: dict, sample_rate: int, shard_paths, out: Path) -> pa.Table:
+    tables = [pq.read_table(p, schema=MANIFEST_SCHEMA) for p in shard_paths]
+    table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
+    ids = table["id"].to_pylist()
+    if len(set(ids)) != len(ids):
+        raise ValueError("manifest: the shards repeat a clip id; rerun the data shards")
+    table = _table(table.to_pylist(), settings(data), sample_rate, shards=len(tables))
+    write_parquet(out, table)
+    log(f"manifest: {summarise(table)} -> {out}")
+    return table
+
+
+def build_manifest(config: dict, sample_rate: int, out: Path, data_dir: Path | None = None):
+    """The whole stage in one process (no shards): what tests and benchmarks call."""
+    data = settings(config)
+    out = Path(out)
+    data_dir = Path(data_dir) if data_dir is not None else out.parent
+    if data["source"] == "demo":
+        rows, dl = demo_rows(data, data_dir / "audio", sample_rate), None
+    else:
+        rows, dl = process_rows(data, load_metadata(data), sample_rate, data_dir)
+    table = _table(rows, data, sample_rate)
+    if not _stopped_to_fail(dl, data):
+        write_parquet(out, table)
+        log(f"manifest: {summarise(table)} -> {out}")
+    _check_bot_stop(dl, data)
+    return table
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--config-json", required=True, help="the `data` config section, as JSON")
-    parser.add_argument("--sample-rate", type=int, required=True, help="the backend's rate")
-    parser.add_argument("--out", type=Path, required=True, help="manifest.parquet to write")
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, help_):
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--config-json", required=True, help="the `data` config section, as JSON")
+        return p
+
+    p = add("metadata", "parse the metadata once into metadata.parquet")
+    p.add_argument("--out", type=Path, required=True)
+    p = add("shard", "download / validate one shard of the metadata rows")
+    p.add_argument("--sample-rate", type=int, required=True, help="the backend's rate")
+    p.add_argument("--metadata", type=Path, help="metadata.parquet (not for the demo)")
+    p.add_argument("--shard", type=int, required=True)
+    p.add_argument("--shards", type=int, required=True)
+    p.add_argument("--data-dir", type=Path, required=True, help="results/data")
+    p.add_argument("--out", type=Path, required=True)
+    p = add("manifest", "concatenate the shards into the manifest")
+    p.add_argument("--sample-rate", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("shards", type=Path, nargs="*")
+    p = add("all", "the whole stage in one process")
+    p.add_argument("--sample-rate", type=int, required=True)
+    p.add_argument("--out", type=Path, required=True, help="manifest.parquet to write")
     args = parser.parse_args(argv)
-    table = build_manifest(json.loads(args.config_json), args.sample_rate, args.out)
-    counts = dict(zip(*np.unique(table["status"].to_numpy(), return_counts=True), strict=True))
-    print(f"manifest: {table.num_rows} clips, by status {counts} -> {args.out}")
+    data = json.loads(args.config_json)
+    # Snakemake ends a job with SIGTERM: unwind as for Ctrl-C, so that yt-dlp calls in flight are
+    # ended too and every clip that settled stays recorded.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        if args.command == "metadata":
+            write_metadata(data, args.out)
+        elif args.command == "shard":
+            table = build_shard(
+                data,
+                args.sample_rate,
+                args.out,
+                metadata=args.metadata,
+                shard=args.shard,
+                shards=args.shards,
+                data_dir=args.data_dir,
+            )
+            log(f"shard {args.shard}: {summarise(table)} -> {args.out}")
+        elif args.command == "manifest":
+            merge_shards(data, args.sample_rate, args.shards, args.out)
+        else:
+            build_manifest(data, args.sample_rate, args.out)
+    except (DataStageError, musiccaps.MetadataError, FileNotFoundError) as exc:
+        print(f"ERROR: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(3) from None

@@ -1,4 +1,79 @@
+from eisbach.musiccaps import n_shards
+from eisbach.ytdlp import COOKIES_ENV, redacted_config
+
+DATA = config["data"]
+DATA_SOURCE = DATA["source"]
+# Known at DAG-build time: the demo is one shard; otherwise ceil(rows / data.shard_size), with
+# rows counted in the CSV (or google/MusicCaps' 5,521) and capped by data.limit.
+DATA_SHARDS = n_shards(DATA)
+# The data section as one argv item, with the cookies path replaced by a reference: the path
+# reaches the jobs through the environment, never a command line that `snakemake -p` prints.
+DATA_ARG = as_arg(redacted_config(DATA))
+DATA_CSV = (
+    DATA.get("captions_csv")
+    if DATA_SOURCE == "local" and DATA.get("captions_csv")
+    else DATA.get("musiccaps_csv")
+)
+if DATA.get("cookies"):
+    os.environ[COOKIES_ENV] = str(DATA["cookies"])
+
+
+rule data_metadata:
+    input:
+        csv=DATA_CSV or [],
+    output:
+        metadata="results/data/metadata.parquet",
+    log:
+        "results/logs/data/metadata.log",
+    conda:
+        "../../envs/eisbach.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        python=PYTHON,
+        data=DATA_ARG,
+    shell:
+        "{params.python} scripts/data.py metadata --config-json {params.data} "
+        "--out {output.metadata} > {log} 2>&1"
+
+
+rule data_shard:
+    input:
+        metadata=[] if DATA_SOURCE == "demo" else "results/data/metadata.parquet",
+    output:
+        shard="results/data/shards/shard-{shard}.parquet",
+    log:
+        "results/logs/data/shard-{shard}.log",
+    wildcard_constraints:
+        shard=r"\d+",
+    conda:
+        "../../envs/eisbach.yaml"
+    threads: 1 if DATA_SOURCE == "demo" else DATA.get("workers", 4)
+    resources:
+        mem_mb=4000,
+        runtime=240 if DATA_SOURCE == "musiccaps" else 60,
+        ytdlp=1 if DATA_SOURCE == "musiccaps" else 0,
+    params:
+        python=PYTHON,
+        data=DATA_ARG,
+        sample_rate=config["backend"]["sample_rate"],
+        shards=DATA_SHARDS,
+        metadata=lambda wildcards, input: (
+            f"--metadata {input.metadata}" if input.metadata else ""
+        ),
+    shell:
+        "{params.python} scripts/data.py shard --config-json {params.data} "
+        "--sample-rate {params.sample_rate} {params.metadata} --shard {wildcards.shard} "
+        "--shards {params.shards} --data-dir results/data --out {output.shard} > {log} 2>&1"
+
+
 rule manifest:
+    input:
+        shards=expand(
+            "results/data/shards/shard-{shard}.parquet", shard=range(DATA_SHARDS)
+        ),
     output:
         manifest="results/data/manifest.parquet",
     log:
@@ -11,8 +86,8 @@ rule manifest:
         runtime=30,
     params:
         python=PYTHON,
-        data=as_arg(config["data"]),
+        data=DATA_ARG,
         sample_rate=config["backend"]["sample_rate"],
     shell:
-        "{params.python} scripts/data.py --config-json {params.data} "
-        "--sample-rate {params.sample_rate} --out {output.manifest} > {log} 2>&1"
+        "{params.python} scripts/data.py manifest --config-json {params.data} "
+        "--sample-rate {params.sample_rate} --out {output.manifest} {input.shards} > {log} 2>&1"

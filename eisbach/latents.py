@@ -1,20 +1,25 @@
 """Latents stage: pre-encode every valid clip to sharded Parquet, and each caption once.
 
-Layout under results/latents/<backend>/:
+Layout under results/latents/<backend>/ (the format is described in eisbach.latent_store):
   part-00000.parquet ...   one row per clip (latent, shape, n_frames, caption, sha256, ...)
   text.parquet             text conditioning, one row per distinct caption (keyed by its sha256)
-  latents_manifest.json    the shards with their row counts and sha256, and provenance
+  latents_manifest.json    the shards with their row counts and sha256, the format, provenance
+  latents_progress.json    the shards finished so far, so that a killed encode resumes
+
+Encoding goes shard by shard. Each finished shard is written atomically and then recorded, with
+its sha256 and the key of what went into it, in latents_progress.json. A rerun keeps the leading
+shards whose file still has the recorded checksum and whose key is unchanged, and encodes again
+from the first one that is not.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 from tqdm import tqdm
@@ -23,35 +28,22 @@ from eisbach import provenance
 from eisbach.atomic import write_json, write_parquet
 from eisbach.backends import get_backend
 from eisbach.data import file_sha256
-
-LATENT_SCHEMA = pa.schema(
-    [
-        ("id", pa.string()),
-        ("split", pa.string()),
-        ("latent", pa.list_(pa.float32())),
-        ("latent_shape", pa.list_(pa.int32())),
-        ("n_frames", pa.int32()),
-        ("caption", pa.string()),
-        ("caption_key", pa.string()),
-        ("seconds_start", pa.float64()),
-        ("seconds_total", pa.float64()),
-        ("audio_sha256", pa.string()),
-    ]
+from eisbach.latent_store import (
+    MANIFEST,
+    SHARD_GLOB,
+    TEXT_FILE,
+    StoreFormat,
+    TextTable,
+    caption_key,
+    latent_table,
+    load_store,
+    text_table,
+    write_shard,
 )
 
-TEXT_SCHEMA = pa.schema(
-    [
-        ("caption_key", pa.string()),
-        ("caption", pa.string()),
-        ("embedding", pa.list_(pa.float32())),
-        ("embedding_shape", pa.list_(pa.int32())),
-        ("mask", pa.list_(pa.bool_())),
-    ]
-)
-
-
-def caption_key(caption: str) -> str:
-    return hashlib.sha256(caption.encode()).hexdigest()
+PROGRESS = "latents_progress.json"
+TEXT_BATCH = 64
+__all__ = ["caption_key", "load_latents", "load_text", "main", "run"]
 
 
 def load_clip(path: str, expected_sha256: str, sample_rate: int) -> np.ndarray:
@@ -63,17 +55,33 @@ def load_clip(path: str, expected_sha256: str, sample_rate: int) -> np.ndarray:
     return audio.mean(axis=1)
 
 
-def encode_shard(backend, rows: list[dict]) -> pa.Table:
-    records = []
+def encode_latents(backend, rows: list[dict], progress=None) -> list[np.ndarray]:
+    """The latents of a shard's clips: batched when the backend can (``encode_audio_batch``,
+    e.g. on a GPU), else clip by clip."""
+    batched = getattr(backend, "encode_audio_batch", None)
+    if batched is not None:
+        audio = [load_clip(r["path"], r["sha256"], backend.sample_rate) for r in rows]
+        latents = batched(audio, backend.sample_rate)
+        if progress is not None:
+            progress.update(len(rows))
+        return latents
+    latents = []
     for row in rows:
         audio = load_clip(row["path"], row["sha256"], backend.sample_rate)
-        latent = backend.encode_audio(audio, backend.sample_rate)
+        latents.append(backend.encode_audio(audio, backend.sample_rate))
+        if progress is not None:
+            progress.update(1)
+    return latents
+
+
+def encode_records(backend, rows: list[dict], progress=None) -> list[dict]:
+    records = []
+    for row, latent in zip(rows, encode_latents(backend, rows, progress), strict=True):
         records.append(
             {
                 "id": row["id"],
                 "split": row["split"],
-                "latent": latent.reshape(-1),
-                "latent_shape": list(latent.shape),
+                "latent": latent,
                 "n_frames": latent.shape[-1],
                 "caption": row["caption"],
                 "caption_key": caption_key(row["caption"]),
@@ -82,32 +90,65 @@ def encode_shard(backend, rows: list[dict]) -> pa.Table:
                 "audio_sha256": row["sha256"],
             }
         )
-    return pa.Table.from_pylist(records, schema=LATENT_SCHEMA)
+    return records
 
 
-def encode_text_table(backend, captions: list[str]) -> pa.Table:
+def encode_text_table(backend, captions: list[str], batch: int = TEXT_BATCH):
     unique = sorted(set(captions))
-    embeddings, masks = backend.encode_text(unique)
-    return pa.Table.from_pylist(
-        [
-            {
-                "caption_key": caption_key(c),
-                "caption": c,
-                "embedding": e.reshape(-1),
-                "embedding_shape": list(e.shape),
-                "mask": m.tolist(),
-            }
-            for c, e, m in zip(unique, embeddings, masks, strict=True)
-        ],
-        schema=TEXT_SCHEMA,
-    )
+    embeddings, masks = [], []
+    for start in tqdm(range(0, len(unique), batch), desc="encode captions", unit="batch"):
+        e, m = backend.encode_text(unique[start : start + batch])
+        embeddings.extend(e)
+        masks.extend(m)
+    return text_table([(caption_key(c), c) for c in unique], embeddings, masks)
+
+
+def shard_key(stage_hash: str, backend_info: dict, index: int, rows: list[dict]) -> str:
+    """What determines a shard's content: the stage config, the backend and the clips in it."""
+    clips = [
+        [r["id"], r["split"], r["sha256"], r["caption"], float(r["start_s"]), float(r["duration"])]
+        for r in rows
+    ]
+    record = {"config": stage_hash, "backend": backend_info, "index": index, "clips": clips}
+    return provenance.config_hash(record)
+
+
+def finished_shards(out_dir: Path, names: list[str], keys: list[str]) -> list[dict]:
+    """The leading shards that need no work: recorded with the same key and checksum."""
+    path = out_dir / PROGRESS
+    try:
+        recorded = json.loads(path.read_text()).get("shards", {})
+    except (FileNotFoundError, json.JSONDecodeError, AttributeError):
+        recorded = {}
+    done = []
+    for name, key in zip(names, keys, strict=True):
+        entry = recorded.get(name)
+        shard = out_dir / name
+        if not entry or entry.get("key") != key or not shard.exists():
+            break
+        if file_sha256(shard) != entry["sha256"]:
+            break
+        done.append(entry | {"path": name})
+    return done
+
+
+def remove_debris(out_dir: Path, keep: set[str]) -> None:
+    """Temporary files of killed writes, and shards that the current plan does not have."""
+    for tmp in out_dir.glob(".part-*.tmp"):
+        tmp.unlink(missing_ok=True)
+    for shard in out_dir.glob(SHARD_GLOB):
+        if shard.name not in keep:
+            shard.unlink()
 
 
 def run(manifest_path: Path, backend_config: dict, latents_config: dict, out_dir: Path) -> dict:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     manifest = pq.read_table(manifest_path).to_pylist()
     ok_rows = [r for r in manifest if r["status"] == "ok"]
     if not ok_rows:
         raise ValueError(f"{manifest_path}: no clip has status ok; nothing to encode")
+    fmt = StoreFormat.from_config(latents_config)
     backend = get_backend(backend_config["name"], backend_config, out_dir)
     stage_config = {"backend": backend_config, "latents": latents_config}
     meta = provenance.parquet_metadata(stage_config, stage="latents", **backend.describe())
@@ -116,51 +157,72 @@ def run(manifest_path: Path, backend_config: dict, latents_config: dict, out_dir
         backend.build_text_encoder([r["caption"] for r in ok_rows if r["split"] == "train"])
 
     per_shard = int(latents_config["rows_per_shard"])
-    shards = []
     chunks = [ok_rows[i : i + per_shard] for i in range(0, len(ok_rows), per_shard)]
-    for index, chunk in enumerate(tqdm(chunks, desc="encode shards", unit="shard")):
-        path = out_dir / f"part-{index:05d}.parquet"
-        table = encode_shard(backend, chunk).replace_schema_metadata(meta)
-        write_parquet(path, table, compression="zstd")
-        shards.append({"path": path.name, "rows": table.num_rows, "sha256": file_sha256(path)})
+    names = [f"part-{i:05d}.parquet" for i in range(len(chunks))]
+    stage_hash = provenance.config_hash(stage_config)
+    keys = [shard_key(stage_hash, backend.describe(), i, c) for i, c in enumerate(chunks)]
+    remove_debris(out_dir, keep=set(names))
+    shards = finished_shards(out_dir, names, keys)
+    record = {"shards": {s["path"]: {k: s[k] for k in ("key", "rows", "sha256")} for s in shards}}
+    write_json(out_dir / PROGRESS, record)
+    if shards:
+        print(f"resuming: {len(shards)} of {len(chunks)} shards are finished and verified")
+
+    skipped = sum(len(c) for c in chunks[: len(shards)])
+    started = time.perf_counter()
+    bar = tqdm(total=len(ok_rows), initial=skipped, desc="encode clips", unit="clip")
+    with bar:
+        for index in range(len(shards), len(chunks)):
+            bar.set_postfix(shard=f"{index + 1}/{len(chunks)}")
+            table = latent_table(encode_records(backend, chunks[index], bar), fmt)
+            path = out_dir / names[index]
+            write_shard(path, table, fmt, meta)
+            entry = {"key": keys[index], "rows": table.num_rows, "sha256": file_sha256(path)}
+            record["shards"][names[index]] = entry
+            write_json(out_dir / PROGRESS, record)
+            shards.append(entry | {"path": names[index]})
+    seconds = time.perf_counter() - started
 
     text = encode_text_table(backend, [r["caption"] for r in ok_rows])
-    write_parquet(out_dir / "text.parquet", text.replace_schema_metadata(meta), compression="zstd")
+    write_parquet(out_dir / TEXT_FILE, text.replace_schema_metadata(meta), compression="zstd")
 
+    new_clips = len(ok_rows) - skipped
     summary = {
-        "shards": shards,
-        "text": {"path": "text.parquet", "rows": text.num_rows},
+        "shards": [{k: s[k] for k in ("path", "rows", "sha256")} for s in shards],
+        "text": {
+            "path": TEXT_FILE,
+            "rows": text.num_rows,
+            "sha256": file_sha256(out_dir / TEXT_FILE),
+        },
         "clips": len(ok_rows),
+        "format": {"rows_per_shard": per_shard, **vars(fmt)},
+        "encode": {
+            "clips": new_clips,
+            "resumed_clips": skipped,
+            "seconds": round(seconds, 3),
+            "clips_per_s": round(new_clips / seconds, 2) if new_clips and seconds else None,
+            "audio_seconds_per_s": (
+                round(sum(float(r["duration"]) for r in ok_rows[skipped:]) / seconds, 2)
+                if new_clips and seconds
+                else None
+            ),
+        },
         **backend.describe(),
         "provenance": provenance.provenance(stage_config),
     }
-    write_json(out_dir / "latents_manifest.json", summary)
+    write_json(out_dir / MANIFEST, summary)
     return summary
 
 
 def load_latents(latents_dir, split: str | None = None) -> list[dict]:
-    """All rows of the store as dicts with ``latent`` reshaped to [C, T]."""
-    latents_dir = Path(latents_dir)
-    summary = json.loads((latents_dir / "latents_manifest.json").read_text())
-    rows = []
-    for shard in summary["shards"]:
-        for row in pq.read_table(latents_dir / shard["path"]).to_pylist():
-            if split is None or row["split"] == split:
-                row["latent"] = np.asarray(row["latent"], np.float32).reshape(row["latent_shape"])
-                rows.append(row)
-    return rows
+    """All rows of the store as dicts with ``latent`` a float32 [C, T] array."""
+    return load_store(latents_dir, split)
 
 
 def load_text(latents_dir) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """caption_key -> (embedding [L, D], mask [L])."""
-    table = pq.read_table(Path(latents_dir) / "text.parquet").to_pylist()
-    return {
-        r["caption_key"]: (
-            np.asarray(r["embedding"], np.float32).reshape(r["embedding_shape"]),
-            np.asarray(r["mask"], bool),
-        )
-        for r in table
-    }
+    table = TextTable(latents_dir)
+    return {key: table.get(key) for key in table.keys}
 
 
 def main(argv=None) -> None:
@@ -169,8 +231,16 @@ def main(argv=None) -> None:
     parser.add_argument("--backend-json", required=True, help="the `backend` config section")
     parser.add_argument("--latents-json", required=True, help="the `latents` config section")
     parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads torch may use")
     args = parser.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(args.threads)
     summary = run(
         args.manifest, json.loads(args.backend_json), json.loads(args.latents_json), args.out_dir
     )
-    print(f"latents: {summary['clips']} clips in {len(summary['shards'])} shards -> {args.out_dir}")
+    rate = summary["encode"]["clips_per_s"]
+    print(
+        f"latents: {summary['clips']} clips in {len(summary['shards'])} shards -> {args.out_dir}"
+        f" ({summary['encode']['clips']} encoded now" + (f", {rate} clips/s" if rate else "") + ")"
+    )

@@ -1,3 +1,5 @@
+# Shards are written one by one and recorded in latents_progress.json beside them; they are not
+# declared outputs, so that a rerun after a failure or kill resumes at the first unfinished shard.
 rule latents:
     input:
         manifest="results/data/manifest.parquet",
@@ -18,4 +20,4 @@ rule latents:
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
         "{params.python} scripts/latents.py --manifest {input.manifest} --backend-json {params.backend} "
-        "--latents-json {params.latents} --out-dir {params.out_dir} > {log} 2>&1"
+        "--latents-json {params.latents} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"

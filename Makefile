@@ -3,6 +3,9 @@ SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
+# Let every job reuse the bytecode of torch and stable-audio-tools instead of recompiling it
+# (about 10 s per Snakemake job when the environment forbids writing .pyc files).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test lint lock paper-dry-run clean
 

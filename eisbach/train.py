@@ -1,15 +1,30 @@
 """Train stage: the project's own loop, for the tiny base (all weights) and peft adapters.
 
-Every random draw of step k (batch, timesteps, noise, caption dropout) comes from generators
-seeded by (seed, k), so a run resumed from a checkpoint draws what an uninterrupted run draws.
-The loss is mean_b(s[b] * mse_b) with s from eisbach.weighting, detached.
+- Every random draw of step k (batch, timesteps, noise, caption dropout) comes from generators
+  seeded by (seed, k); a checkpoint also holds the global torch/numpy/python RNG states and the
+  scheme's own generator, so a resumed run draws exactly what an uninterrupted run draws.
+- The loss is mean_b(s[b] * mse_b) with s from eisbach.weighting: detached, fp32, computed on
+  each rank from that rank's predictions before any reduction (eisbach.distributed).
+- The objective (rectified flow or v) is the backend's; so is the timestep sampler
+  (``sample_timesteps`` then ``shift_timesteps``) unless ``train.timestep_sampler`` names one of
+  eisbach.objectives. The DiT gets the padding mask of the batch.
+- Pretrained backends (``has_pretrained_base``): the base stage links their checkpoint
+  (``prepare_base``) instead of pretraining.
+- AdamW with a warm-up-then-constant LambdaLR schedule; bf16 autocast on CUDA; activation
+  checkpointing as the backend has it, or as ``train.activation_checkpointing`` sets it.
+- An atomic checkpoint every ``checkpoint_every`` steps (checkpoints/last.pt and log.parquet):
+  trainable weights, optimizer, scheduler, RNG states, data position, and a fingerprint of the
+  configuration so that a changed run never resumes from a stale checkpoint.
+- A non-finite loss stops the run, naming the step and the sample ids.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
-import shutil
+import random
+import sys
 import time
 from pathlib import Path
 
@@ -19,9 +34,10 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from eisbach import provenance
+from eisbach import adapters, distributed, objectives, provenance
 from eisbach.atomic import atomic_path, write_json, write_parquet
 from eisbach.backends import get_backend
+from eisbach.grid import run_id, scheme_tag
 from eisbach.latents import load_latents, load_text
 from eisbach.weighting import eisbach_terms, get_scheme, weighted_loss
 
@@ -37,20 +53,7 @@ LOG_SCHEMA = pa.schema(
         ("lr", pa.float32()),
     ]
 )
-
-
-def scheme_tag(scheme: dict) -> str:
-    params = "".join(
-        f"-{ {'lam': 'l', 'gamma': 'g', 'c': 'c'}.get(k, k) }{v}"
-        for k, v in sorted(scheme.items())
-        if k != "name"
-    )
-    return scheme["name"] + params.replace(" ", "")
-
-
-def run_id(scheme: dict, adapter: dict, seed: int) -> str:
-    """e.g. eisbach-l0.5_dora-r16_s0"""
-    return f"{scheme_tag(scheme)}_{adapter['type']}-r{adapter['rank']}_s{seed}"
+CHECKPOINT_FORMAT = 2
 
 
 class TrainingData:
@@ -85,17 +88,130 @@ def step_generators(seed: int, step: int) -> tuple[np.random.Generator, torch.Ge
     )
 
 
-def learning_rate(cfg: dict, step: int) -> float:
+def lr_factor(cfg: dict, step: int) -> float:
+    """Linear warm-up over warmup_steps, then constant: the LambdaLR factor of step."""
     warmup = int(cfg["warmup_steps"])
-    return float(cfg["lr"]) * min(1.0, (step + 1) / max(1, warmup)) if warmup else float(cfg["lr"])
+    return min(1.0, (step + 1) / max(1, warmup)) if warmup else 1.0
 
 
-def save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, log_rows: list[dict]) -> None:
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+def timestep_sampler(backend, cfg: dict):
+    """The backend's own sampler (``sample_timesteps``, then ``shift_timesteps``), unless
+    ``train.timestep_sampler`` names one of eisbach.objectives for an ablation."""
+    name = cfg.get("timestep_sampler")
+    if name and name not in objectives.SAMPLERS:
+        raise ValueError(f"unknown timestep sampler {name!r}; known: {sorted(objectives.SAMPLERS)}")
+    shift = getattr(backend, "shift_timesteps", lambda t, n_frames: t)
+
+    def sample(n: int, generator: torch.Generator, n_frames: torch.Tensor) -> torch.Tensor:
+        if name:
+            t = objectives.sample_timesteps(name, n, generator)
+        else:
+            t = backend.sample_timesteps(n, generator)
+        return shift(t, n_frames)
+
+    return sample
+
+
+def set_activation_checkpointing(model: torch.nn.Module, enabled: bool) -> int:
+    """Turns the recomputation of transformer blocks in backward on or off.
+
+    stable-audio-tools' ContinuousTransformer checkpoints every block by default
+    (``forward(..., use_checkpointing=True)``): less memory, ~1/3 more compute per step. A
+    forward pre-hook sets the flag on every module whose forward takes it; returns their count.
+    """
+    import inspect
+
+    def hook(module, args, kwargs):
+        return args, kwargs | {"use_checkpointing": enabled}
+
+    count = 0
+    for module in model.modules():
+        if "use_checkpointing" in inspect.signature(module.forward).parameters:
+            module.register_forward_pre_hook(hook, with_kwargs=True)
+            count += 1
+    return count
+
+
+def autocast(device: torch.device, cfg: dict):
+    """bf16 autocast on CUDA (train.precision bf16, the default); fp32 elsewhere."""
+    enabled = device.type == "cuda" and cfg.get("precision", "bf16") == "bf16"
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+# --- checkpoints ------------------------------------------------------------------------------
+def rng_state(scheme) -> dict:
+    """Every RNG a step might touch, as tensors and plain values (torch.load weights_only)."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
     state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_version, "state": list(py_internal), "gauss_next": py_gauss},
+        # Only this process's device: get_rng_state_all would open a context on every GPU.
+        "cuda": [torch.cuda.get_rng_state()] if torch.cuda.is_initialized() else [],
+    }
+    generator = getattr(scheme, "generator", None)
+    if generator is not None:
+        state["scheme"] = generator.get_state()
+    return state
+
+
+def set_rng_state(state: dict, scheme) -> None:
+    torch.set_rng_state(state["torch"])
+    n = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            n["keys"].numpy().astype(np.uint32),
+            n["pos"],
+            n["has_gauss"],
+            n["cached_gaussian"],
+        )
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss_next"]))
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"][0])
+    generator = getattr(scheme, "generator", None)
+    if generator is not None:
+        if "scheme" not in state:
+            raise ValueError("the checkpoint lacks the weighting scheme's generator state")
+        generator.set_state(state["scheme"])
+
+
+def trainable_names(model) -> set[str]:
+    return {n for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(
+    ckpt_dir: Path,
+    step: int,
+    batch_size: int,
+    model,
+    optimizer,
+    scheduler,
+    scheme,
+    log_rows,
+    fingerprint,
+) -> None:
+    """Atomic: log.parquet first, then last.pt; a kill between the two leaves a consistent pair."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    names = trainable_names(model)
+    state = {
+        "format": CHECKPOINT_FORMAT,
         "step": step,
-        "trainable": {k: v for k, v in model.state_dict().items() if k in trainable_names(model)},
+        "data_position": {"step": step, "samples_seen": step * batch_size},
+        "fingerprint": fingerprint,
+        "trainable": {k: v.detach().cpu() for k, v in model.state_dict().items() if k in names},
         "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": rng_state(scheme),
+        "log_rows": len(log_rows),
     }
     with atomic_path(ckpt_dir / "log.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(log_rows, schema=LOG_SCHEMA), tmp)
@@ -103,92 +219,184 @@ def save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, log_rows: list[
         torch.save(state, tmp)
 
 
-def load_checkpoint(ckpt_dir: Path, model, optimizer) -> tuple[int, list[dict]]:
+def load_checkpoint(
+    ckpt_dir: Path, model, optimizer, scheduler, scheme, fingerprint=None
+) -> tuple[int, list[dict]]:
+    """(step, log rows) restored from ckpt_dir/last.pt; (0, []) without a usable checkpoint."""
     path = ckpt_dir / "last.pt"
     if not path.exists():
         return 0, []
-    state = torch.load(path, weights_only=True)
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != CHECKPOINT_FORMAT or (
+        fingerprint is not None and state.get("fingerprint") != fingerprint
+    ):
+        print(f"{path}: from another configuration or format; starting afresh", file=sys.stderr)
+        return 0, []
+    missing = trainable_names(model) - set(state["trainable"])
+    if missing:
+        raise ValueError(f"{path} lacks trainable weights: {sorted(missing)[:5]}")
     model.load_state_dict(state["trainable"], strict=False)
     optimizer.load_state_dict(state["optimizer"])
-    log_rows = pq.read_table(ckpt_dir / "log.parquet").to_pylist()
-    return int(state["step"]), [r for r in log_rows if r["step"] < state["step"]]
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"], scheme)
+    step = int(state["step"])
+    log_rows = [r for r in pq.read_table(ckpt_dir / "log.parquet").to_pylist() if r["step"] < step]
+    if len(log_rows) != state["log_rows"]:
+        raise ValueError(
+            f"{ckpt_dir / 'log.parquet'} has {len(log_rows)} rows before step {step}, expected {state['log_rows']}"
+        )
+    return step, log_rows
 
 
-def trainable_names(model) -> set[str]:
-    return {n for n, p in model.named_parameters() if p.requires_grad}
+# --- the loop ---------------------------------------------------------------------------------
+def train_loop(
+    backend,
+    model,
+    data: TrainingData,
+    cfg: dict,
+    scheme,
+    seed: int,
+    ckpt_dir=None,
+    ctx: distributed.Context | None = None,
+    fingerprint: str | None = None,
+    info: dict | None = None,
+):
+    """Runs cfg['steps'] optimiser steps of the global batch; returns the per-sample log rows.
 
-
-def train_loop(backend, model, data: TrainingData, cfg: dict, scheme, seed: int, ckpt_dir=None):
-    """Runs cfg['steps'] optimiser steps; returns the per-sample log rows."""
+    With a multi-process ``ctx`` each rank trains on its share of the global batch and every
+    rank returns the rows of the whole batch.
+    """
+    if backend.objective not in objectives.OBJECTIVES:
+        raise ValueError(f"backend {backend.id}: unknown objective {backend.objective!r}")
+    ctx = ctx or distributed.Context(device=distributed.pick_device(cfg.get("device", "auto")))
+    device = ctx.device
+    model.to(device)
+    if "activation_checkpointing" in cfg:
+        set_activation_checkpointing(model, bool(cfg["activation_checkpointing"]))
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=float(cfg["lr"]), weight_decay=0.0)
-    start, log_rows = (0, [])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(cfg, k))
+    start, log_rows = 0, []
     if ckpt_dir is not None:
-        start, log_rows = load_checkpoint(ckpt_dir, model, optimizer)
-        if start:
-            print(f"resuming from step {start} ({ckpt_dir / 'last.pt'})")
-    batch_size = int(cfg["batch_size"])
+        ckpt_dir = Path(ckpt_dir)
+        start, log_rows = load_checkpoint(
+            ckpt_dir, model, optimizer, scheduler, scheme, fingerprint
+        )
+        if start and ctx.is_main:
+            print(f"resuming from step {start} ({ckpt_dir / 'last.pt'})", file=sys.stderr)
+    steps, batch_size = int(cfg["steps"]), int(cfg["batch_size"])
+    share = ctx.shard(batch_size)
+    sample_t = timestep_sampler(backend, cfg)
+    every = int(cfg.get("checkpoint_every") or 0)
     model.train()
-    progress = tqdm(range(start, int(cfg["steps"])), desc="train", unit="step", mininterval=2)
+    progress = tqdm(
+        range(start, steps),
+        initial=start,
+        total=steps,
+        desc="train",
+        unit="step",
+        mininterval=2,
+        disable=not ctx.is_main,
+    )
+    started = time.perf_counter()
     for step in progress:
         np_rng, torch_rng = step_generators(seed, step)
         indices = np_rng.choice(
             len(data.rows), size=batch_size, replace=len(data.rows) < batch_size
         )
         ids, x0, mask, cond, cond_mask = data.batch(indices.tolist())
-        t = backend.sample_timesteps(batch_size, torch_rng)
+        t = sample_t(batch_size, torch_rng, mask.sum(-1))
         noise = torch.randn(x0.shape, generator=torch_rng)
         dropped = torch.rand(batch_size, generator=torch_rng) < float(cfg["cfg_dropout"])
         cond = torch.where(dropped.view(-1, 1, 1), torch.zeros_like(cond), cond)
-        x_t, target = backend.noisy_input(x0, noise, t)
-        lr = learning_rate(cfg, step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        x_t, target = objectives.noisy_input(backend.objective, x0, noise, t)
+        # This rank's share of the global batch (all of it in one process).
+        x_t, target, t_r, mask_r, cond, cond_mask = (
+            v[share].to(device) for v in (x_t, target, t, mask, cond, cond_mask)
+        )
+        lr = optimizer.param_groups[0]["lr"]
 
-        pred = backend.dit_forward(model, x_t, t, cond, cond_mask)
-        weights = scheme(pred, target, t, mask)
-        terms = eisbach_terms(pred, mask)
-        per_sample, loss = weighted_loss(pred, target, weights, mask)
-        logged_loss = per_sample.detach()
-        if not torch.isfinite(loss):
+        with autocast(device, cfg):
+            pred = backend.dit_forward(model, x_t, t_r, cond, cond_mask, mask=mask_r)
+        weights = scheme(pred, target, t_r, mask_r)  # per sample, per rank, detached fp32
+        terms = eisbach_terms(pred, mask_r)
+        per_sample, _ = weighted_loss(pred, target, weights, mask_r)
+        loss = (weights * per_sample).sum() / batch_size
+        stats = ctx.gather(
+            torch.stack([per_sample.detach(), terms["H"], terms["w"], weights], dim=1)
+        ).cpu()
+        finite = torch.isfinite(stats[:, [0, 3]]).all(dim=1)
+        if not bool(finite.all()):
+            bad = [ids[b] for b in torch.nonzero(~finite).flatten().tolist()]
             raise FloatingPointError(
-                f"loss is {loss.item()} at step {step}; samples {ids}, per-sample {per_sample.tolist()}"
+                f"loss is not finite at step {step}; samples {bad} "
+                f"(batch {ids}, per-sample loss {stats[:, 0].tolist()}, weights {stats[:, 3].tolist()})"
             )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        ctx.all_reduce_grads(params)
         optimizer.step()
+        scheduler.step()
         for b, sample_id in enumerate(ids):
             log_rows.append(
                 {
                     "step": step,
                     "sample_id": sample_id,
                     "t": float(t[b]),
-                    "raw_loss": float(logged_loss[b]),
-                    "H": float(terms["H"][b]),
-                    "w": float(terms["w"][b]),
-                    "applied_weight": float(weights[b]),
-                    "lr": lr,
+                    "raw_loss": float(stats[b, 0]),
+                    "H": float(stats[b, 1]),
+                    "w": float(stats[b, 2]),
+                    "applied_weight": float(stats[b, 3]),
+                    "lr": float(np.float32(lr)),  # as the log stores it
                 }
             )
-        progress.set_postfix(loss=f"{loss.item():.4f}", w=f"{terms['w'].mean().item():.3f}")
-        every = cfg.get("checkpoint_every")
-        if ckpt_dir is not None and every and (step + 1) % int(every) == 0:
-            save_checkpoint(ckpt_dir, step + 1, model, optimizer, log_rows)
+        progress.set_postfix(
+            loss=f"{float((stats[:, 3] * stats[:, 0]).mean()):.4f}",
+            w=f"{float(stats[:, 2].mean()):.3f}",
+            refresh=False,
+        )
+        if ckpt_dir is not None and every and (step + 1) % every == 0:
+            if ctx.is_main:
+                save_checkpoint(
+                    ckpt_dir,
+                    step + 1,
+                    batch_size,
+                    model,
+                    optimizer,
+                    scheduler,
+                    scheme,
+                    log_rows,
+                    fingerprint,
+                )
+                progress.write(f"checkpoint: step {step + 1} -> {ckpt_dir / 'last.pt'}")
+            ctx.barrier()
+    progress.close()
+    if info is not None:
+        ran = steps - start
+        info |= {
+            "resumed_from_step": start,
+            "steps_run": ran,
+            "seconds_per_step": (time.perf_counter() - started) / ran if ran else None,
+        }
     return log_rows
 
 
+# --- outputs ----------------------------------------------------------------------------------
 def spread_by_t(log: list[dict], bins: int = 5) -> list[dict]:
     """Mean, sd, min and max of H and w per t-bin: does the weight vary across samples at all?"""
+    if not log:
+        return []
     t = np.array([r["t"] for r in log])
+    which = np.minimum((t * bins).astype(int), bins - 1)
+    columns = {key: np.array([r[key] for r in log]) for key in ("H", "w", "applied_weight")}
     out = []
-    edges = np.linspace(0, 1, bins + 1)
-    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-        sel = [r for r, tt in zip(log, t, strict=True) if lo <= tt < hi or (hi == 1 and tt == 1)]
-        if not sel:
+    for k in range(bins):
+        sel = which == k
+        if not sel.any():
             continue
-        entry = {"t_lo": float(lo), "t_hi": float(hi), "n": len(sel)}
-        for key in ("H", "w", "applied_weight"):
-            v = np.array([r[key] for r in sel])
+        entry = {"t_lo": k / bins, "t_hi": (k + 1) / bins, "n": int(sel.sum())}
+        for key, values in columns.items():
+            v = values[sel]
             entry[key] = {
                 "mean": float(v.mean()),
                 "sd": float(v.std()),
@@ -199,12 +407,28 @@ def spread_by_t(log: list[dict], bins: int = 5) -> list[dict]:
     return out
 
 
+def format_spread(spread: list[dict]) -> str:
+    """The spread of H and w per t-bin as a text table for the training log."""
+    lines = [
+        "spread of H and w per t-bin (mean sd [min, max]):",
+        f"{'t-bin':>9} {'n':>6}  {'H':^30}  {'w':^30}",
+    ]
+    for b in spread:
+        cells = [
+            f"{b[k]['mean']:.3f} {b[k]['sd']:.3f} [{b[k]['min']:.3f}, {b[k]['max']:.3f}]"
+            for k in ("H", "w")
+        ]
+        lines.append(f"{b['t_lo']:.1f}-{b['t_hi']:.1f} {b['n']:>6}  {cells[0]:^30}  {cells[1]:^30}")
+    return "\n".join(lines)
+
+
 def write_run_outputs(out_dir: Path, log_rows, record: dict, stage_config: dict) -> None:
     log = pa.Table.from_pylist(log_rows, schema=LOG_SCHEMA)
     meta = provenance.parquet_metadata(stage_config, stage="train", run_id=record["run_id"])
     write_parquet(out_dir / "train_log.parquet", log.replace_schema_metadata(meta))
+    spread = spread_by_t(log_rows)
     record = record | {
-        "spread_by_t": spread_by_t(log_rows),
+        "spread_by_t": spread,
         "mean_applied_weight": float(np.mean([r["applied_weight"] for r in log_rows])),
         "final_loss_mean_last_10pct": float(
             np.mean([r["raw_loss"] for r in log_rows[-max(1, len(log_rows) // 10) :]])
@@ -213,41 +437,132 @@ def write_run_outputs(out_dir: Path, log_rows, record: dict, stage_config: dict)
         "config": stage_config,
     }
     write_json(out_dir / "run.json", record)
+    print(format_spread(spread))
+    print(f"mean applied weight {record['mean_applied_weight']:.4f}")
 
 
-def pretrain_base(args, backend, backend_config, cfg) -> None:
+def file_digest(path: Path) -> str:
+    """sha256 of a file (of its size and mtime when it is over 512 MB)."""
+    stat = path.stat()
+    if stat.st_size > 512 * 2**20:
+        return f"size={stat.st_size};mtime_ns={stat.st_mtime_ns}"
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def resume_fingerprint(stage_config: dict, base_file: Path | None = None) -> str:
+    """What a checkpoint must share with this run to be resumed (threads and the checkpoint
+    interval may differ)."""
+    keyed = json.loads(json.dumps(stage_config))
+    for section in ("train", "base"):
+        if section in keyed:
+            for key in ("threads", "checkpoint_every", "resources"):
+                keyed[section].pop(key, None)
+    if base_file is not None:
+        keyed["base_weights"] = file_digest(base_file)
+    return provenance.config_hash(keyed)
+
+
+def link_pretrained_base(args, backend, backend_config) -> None:
+    """Pretrained backends: the base is their checkpoint, linked (every key checked) by
+    ``prepare_base``; the log of this "base run" is empty."""
+    started = time.time()
+    record = backend.prepare_base(args.out_dir)
+    stage_config = {"backend": backend_config}
+    meta = provenance.parquet_metadata(stage_config, stage="train", run_id=f"base-{backend.id}")
+    empty = pa.Table.from_pylist([], schema=LOG_SCHEMA).replace_schema_metadata(meta)
+    write_parquet(args.out_dir / "train_log.parquet", empty)
+    run = {
+        "run_id": f"base-{backend.id}",
+        "kind": "base",
+        "pretrained": record,
+        "seconds": round(time.time() - started, 2),
+        "spread_by_t": [],
+        "provenance": provenance.provenance(stage_config),
+        "config": stage_config,
+    }
+    write_json(args.out_dir / "run.json", run)
+    print(f"base: the pretrained checkpoint of {backend.id} -> {args.out_dir}")
+
+
+def pretrain_base(args, backend, backend_config, cfg, ctx) -> None:
+    if getattr(backend, "has_pretrained_base", False):
+        if ctx.is_main:
+            link_pretrained_base(args, backend, backend_config)
+        return
     seed = int(cfg["seed"])
     data = TrainingData(args.latents_dir)
     dit = backend.new_dit(seed)
     stage_config = {"backend": backend_config, "base": cfg}
     started = time.time()
-    log_rows = train_loop(backend, dit, data, cfg, get_scheme("none"), seed)
-    backend.save_dit(dit, args.out_dir)
+    info: dict = {}
+    ckpt_dir = args.out_dir / "checkpoints" if cfg.get("checkpoint_every") else None
+    log_rows = train_loop(
+        backend,
+        dit,
+        data,
+        cfg,
+        get_scheme("none"),
+        seed,
+        ckpt_dir,
+        ctx,
+        fingerprint=resume_fingerprint(stage_config),
+        info=info,
+    )
+    if not ctx.is_main:
+        return
+    backend.save_dit(dit.cpu(), args.out_dir)
     record = {
         "run_id": f"base-{backend.id}",
         "kind": "base",
         "parameters": sum(p.numel() for p in dit.parameters()),
         "train_clips": len(data.rows),
         "seconds": round(time.time() - started, 2),
+        "world_size": ctx.world_size,
+        **info,
     }
     write_run_outputs(args.out_dir, log_rows, record, stage_config)
 
 
-def adapter_config(adapter: dict, target_modules: list[str]):
-    from peft import LoraConfig
+def scheme_params(
+    scheme_cfg: dict, adapter: dict, seed: int, backend, match_run=None
+) -> tuple[dict, dict]:
+    """(get_scheme keywords, what was resolved at run time) for one grid scheme entry."""
+    name = scheme_cfg["name"]
+    params = {k: v for k, v in scheme_cfg.items() if k != "name"}
+    if name == "eisbach_shuffled":
+        params.setdefault("seed", seed)
+    if name == "min_snr":
+        params.setdefault("objective", backend.objective)
+    if name == "constant" and params.get("c") == "matched":
+        if match_run is None:
+            raise ValueError(
+                "scheme constant with c: matched needs --match-run (the eisbach run.json)"
+            )
+        matched = json.loads(Path(match_run).read_text())
+        expected = ({"name": "eisbach", "lam": float(params["lam"])}, adapter, seed)
+        if (matched["scheme"], matched["adapter"], matched["seed"]) != expected:
+            raise ValueError(
+                f"{match_run}: is {matched['scheme']}, {matched['adapter']}, seed {matched['seed']}; "
+                f"the matched control needs {expected}"
+            )
+        c = float(matched["mean_applied_weight"])
+        return {"c": c}, {"c": c, "matched_run": matched["run_id"]}
+    return params, {}
 
-    return LoraConfig(
-        r=int(adapter["rank"]),
-        lora_alpha=float(adapter["alpha"]),
-        target_modules=target_modules,
-        use_dora=adapter["type"] == "dora",
-        lora_dropout=0.0,
-    )
+
+def weight_digest(model) -> dict[str, str]:
+    """A digest of every frozen parameter, to show the base never changes."""
+    return {
+        n: hashlib.sha256(
+            p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()
+        ).hexdigest()
+        for n, p in model.named_parameters()
+        if not p.requires_grad
+    }
 
 
-def finetune(args, backend, backend_config, cfg) -> None:
-    from peft import get_peft_model
-
+def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None = None) -> None:
+    """One adapter run of the grid (args as parsed by ``main``; data defaults to the store's)."""
     scheme_cfg, adapter, seed = (
         json.loads(args.scheme_json),
         json.loads(args.adapter_json),
@@ -255,53 +570,58 @@ def finetune(args, backend, backend_config, cfg) -> None:
     )
     rid = run_id(scheme_cfg, adapter, seed)
     out_dir: Path = args.out_dir
-    params = {k: v for k, v in scheme_cfg.items() if k != "name"}
-    if scheme_cfg["name"] == "eisbach_shuffled":
-        params.setdefault("seed", seed)
+    params, resolved = scheme_params(scheme_cfg, adapter, seed, backend, args.match_run)
     scheme = get_scheme(scheme_cfg["name"], **params)
-    data = TrainingData(args.latents_dir)
-    torch.manual_seed(seed)  # peft's adapter initialisation
-    model = get_peft_model(
-        backend.load_dit(args.base_dir), adapter_config(adapter, backend.peft_target_modules)
-    )
-    frozen_before = {
-        n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad
-    }
+    data = data or TrainingData(args.latents_dir)
+    modules = adapters.target_modules(backend, cfg)
+    model = adapters.attach(backend.load_dit(args.base_dir), adapter, modules, seed)
+    frozen_before = weight_digest(model)
     stage_config = {
         "backend": backend_config,
         "train": cfg,
         "scheme": scheme_cfg,
+        "scheme_params": params,
         "adapter": adapter,
         "seed": seed,
     }
     started = time.time()
-    log_rows = train_loop(backend, model, data, cfg, scheme, seed, ckpt_dir=out_dir / "checkpoints")
-    changed = [
-        n
-        for n, p in model.named_parameters()
-        if n in frozen_before and not torch.equal(p, frozen_before[n])
-    ]
+    info: dict = {}
+    base_file = Path(args.base_dir) / "model.safetensors"
+    log_rows = train_loop(
+        backend,
+        model,
+        data,
+        cfg,
+        scheme,
+        seed,
+        out_dir / "checkpoints",
+        ctx,
+        fingerprint=resume_fingerprint(stage_config, base_file if base_file.exists() else None),
+        info=info,
+    )
+    changed = [n for n, d in weight_digest(model).items() if frozen_before.get(n) != d]
     if changed:
         raise RuntimeError(f"base weights changed during adapter training: {changed[:5]}")
-
-    tmp_dir = out_dir / ".adapter.tmp"
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    model.save_pretrained(tmp_dir)
-    for name in ("adapter_model.safetensors", "adapter_config.json"):
-        (tmp_dir / name).replace(out_dir / name)
-    shutil.rmtree(tmp_dir)
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if not ctx.is_main:
+        return
+    adapters.save(model, out_dir)
     record = {
         "run_id": rid,
         "kind": "adapter",
         "scheme": scheme_cfg,
+        "scheme_params": params,
+        "resolved": resolved,
         "adapter": adapter,
         "seed": seed,
-        "target_modules": backend.peft_target_modules,
-        "trainable_parameters": trainable,
+        "target_modules": modules,
+        "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "frozen_parameters": sum(p.numel() for p in model.parameters() if not p.requires_grad),
         "train_clips": len(data.rows),
         "seconds": round(time.time() - started, 2),
+        "world_size": ctx.world_size,
+        "device": str(ctx.device),
         "base": str(args.base_dir),
+        **info,
     }
     write_run_outputs(out_dir, log_rows, record, stage_config)
 
@@ -314,15 +634,28 @@ def main(argv=None) -> None:
     parser.add_argument("--train-json", required=True, help="the `base` or `train` section")
     parser.add_argument("--out-dir", type=Path, required=True)
     parser.add_argument("--base-dir", type=Path, help="adapter mode: the pretrained base")
-    parser.add_argument("--scheme-json", help="adapter mode: one entry of grid.schemes")
+    parser.add_argument("--scheme-json", help="adapter mode: one scheme of the expanded grid")
     parser.add_argument("--adapter-json", help="adapter mode: one entry of grid.adapters")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--match-run", type=Path, help="constant c: matched: run.json of the matching eisbach run"
+    )
     args = parser.parse_args(argv)
     backend_config, cfg = json.loads(args.backend_json), json.loads(args.train_json)
-    torch.set_num_threads(int(cfg["threads"]))
+    torch.set_num_threads(int(cfg.get("threads", torch.get_num_threads())))
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    backend = get_backend(backend_config["name"], backend_config, args.latents_dir)
-    if args.mode == "base":
-        pretrain_base(args, backend, backend_config, cfg)
-    else:
-        finetune(args, backend, backend_config, cfg)
+    ctx = distributed.init(cfg.get("device", "auto"))
+    try:
+        backend = get_backend(backend_config["name"], backend_config, args.latents_dir)
+        if args.mode == "base":
+            pretrain_base(args, backend, backend_config, cfg, ctx)
+        else:
+            finetune(args, backend, backend_config, cfg, ctx)
+    finally:
+        distributed.shutdown()
+
+
+__all__ = ["TrainingData", "main", "run_id", "scheme_tag", "spread_by_t", "train_loop"]
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -3,8 +3,8 @@
 Every scheme is a callable ``(pred, target, t, mask) -> weights[B]`` with
 pred/target ``[B, C, T]``, t ``[B]`` in [0, 1] (1 = pure noise) and mask ``[B, T]``
 (True = valid frame). The training loss is ``mean_b(weights[b] * mse_b)``.
-Weights are always detached and computed in fp32, so a scheme scales the step
-and never changes its direction.
+Weights are always detached and computed with autocast off, in fp32 (the entropy in fp64),
+so a scheme scales the step and never changes its direction.
 
 The Eisbach log-barrier (arXiv 2606.07207), line by line:
 
@@ -13,6 +13,17 @@ The Eisbach log-barrier (arXiv 2606.07207), line by line:
     Eq.3  H[b]   = -sum_t p log p / log(M_b)        (M_b = number of valid frames)
     Eq.4  w[b]   = 1 / (1 - log(1 - H[b]))
     Eq.5  s[b]   = (1 - lam) + lam * w[b]
+
+The registry (``get_scheme(name, **params)``):
+
+    none                      s = 1
+    eisbach(lam)              s = (1 - lam) + lam * w
+    eisbach_batchmean(lam)    s = (1 - lam) + lam * mean_b(w), the same for the whole batch
+    eisbach_shuffled(lam)     s = (1 - lam) + lam * w[perm], perm from a seeded generator
+    eisbach_inverse(lam)      s = (1 - lam) + lam * (1 - w), upweighting flat samples
+    min_snr(gamma)            s = min(SNR, gamma) * sigma_t^2 (the x0-loss weight on the target)
+    constant(c)               s = c; c = mean applied weight of an eisbach run is its
+                              learning-rate-matched control
 """
 
 from __future__ import annotations
@@ -34,23 +45,29 @@ def _valid_mask(pred: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
 
 @torch.no_grad()
 def frame_energy(pred: torch.Tensor) -> torch.Tensor:
-    """Eq.1: mean over channels of the squared prediction, [B, T]."""
-    return pred.detach().float().pow(2).mean(dim=1)
+    """Eq.1: mean over channels of the squared prediction, [B, T] (fp64, see eisbach_terms)."""
+    return pred.detach().double().pow(2).mean(dim=1)
 
 
 @torch.no_grad()
-def temporal_entropy(pred: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Eq.2-3: normalised entropy of softmax(energy) over the valid frames, [B] in [0, 1]."""
+def _entropy(pred: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Eq.2-3 in fp64, [B] in [0, 1]."""
     valid = _valid_mask(pred, mask)
     energy = frame_energy(pred).masked_fill(~valid, float("-inf"))
     log_p = torch.log_softmax(energy, dim=-1)
     p = log_p.exp()
     entropy = -(p * log_p.masked_fill(~valid, 0.0)).sum(dim=-1)
-    n_valid = valid.sum(dim=-1).float()
+    n_valid = valid.sum(dim=-1).double()
     # One valid frame carries no distribution; call it fully peaked (H = 0).
     return torch.where(
         n_valid > 1, entropy / torch.log(n_valid.clamp(min=2.0)), torch.zeros_like(entropy)
     ).clamp(0.0, 1.0)
+
+
+@torch.no_grad()
+def temporal_entropy(pred: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Eq.2-3: normalised entropy of softmax(energy) over the valid frames, [B] in [0, 1]."""
+    return _entropy(pred, mask).float()
 
 
 @torch.no_grad()
@@ -61,9 +78,14 @@ def barrier_weight(entropy: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def eisbach_terms(pred: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """H and w per sample, for logging next to whatever scheme is trained."""
-    entropy = temporal_entropy(pred, mask)
-    return {"H": entropy, "w": barrier_weight(entropy)}
+    """H and w per sample (fp32), for the schemes and for logging next to any scheme.
+
+    Computed in fp64 and returned in fp32: in practice H is 0.9-0.999, and Eq.4 amplifies the
+    rounding error of 1 - H by 1 / (1 - H); in fp32 that made padded and unpadded batches
+    disagree in the 5th digit of w. The cost is nothing next to the DiT ([B, T] values).
+    """
+    entropy = _entropy(pred, mask)
+    return {"H": entropy.float(), "w": barrier_weight(entropy).float()}
 
 
 def _blend(w: torch.Tensor, lam: float) -> torch.Tensor:
@@ -79,6 +101,11 @@ def none() -> Scheme:
 
 
 def constant(c: float = 1.0) -> Scheme:
+    """The same scale c for every sample. With c = the mean applied weight of an eisbach run,
+    it is that run's learning-rate-matched control (grid entry ``{name: constant, c: matched}``)."""
+    if not float(c) > 0:
+        raise ValueError(f"constant: c must be > 0, got {c}")
+
     def weights(pred, target, t, mask=None):
         return torch.full((pred.shape[0],), float(c), device=pred.device, dtype=torch.float32)
 
@@ -86,6 +113,8 @@ def constant(c: float = 1.0) -> Scheme:
 
 
 def eisbach(lam: float = 0.5) -> Scheme:
+    """Eq.1-5: s = (1 - lam) + lam * w, w the log-barrier of the temporal entropy."""
+
     def weights(pred, target, t, mask=None):
         return _blend(eisbach_terms(pred, mask)["w"], lam)
 
@@ -103,14 +132,19 @@ def eisbach_batchmean(lam: float = 0.5) -> Scheme:
 
 
 def eisbach_shuffled(lam: float = 0.5, seed: int = 0) -> Scheme:
-    """Control: the same weights, permuted across the batch by a seeded generator."""
-    generator = torch.Generator().manual_seed(seed)
+    """Control: the same weights, permuted across the batch by a seeded generator.
+
+    The generator advances once per call; its state is ``weights.generator`` so that a
+    checkpoint can save and restore it (exact resume).
+    """
+    generator = torch.Generator().manual_seed(int(seed))
 
     def weights(pred, target, t, mask=None):
         w = eisbach_terms(pred, mask)["w"]
         order = torch.randperm(w.shape[0], generator=generator).to(w.device)
         return _blend(w[order], lam)
 
+    weights.generator = generator
     return weights
 
 
@@ -123,15 +157,28 @@ def eisbach_inverse(lam: float = 0.5) -> Scheme:
     return weights
 
 
-def min_snr(gamma: float = 5.0) -> Scheme:
-    """Min-SNR-gamma (Hang et al. 2023) for rectified flow, where SNR = ((1-t)/t)^2.
+def min_snr(gamma: float = 5.0, objective: str = "rectified_flow") -> Scheme:
+    """Min-SNR-gamma (Hang et al. 2023), for the loss on the backend's target.
 
-    With a velocity target the weight is min(SNR, gamma) / (SNR + 1).
+    Min-SNR weights the x0-loss by min(SNR, gamma). Both objectives of eisbach.objectives
+    recover x0 from their target with error x0_err = sigma_t * target_err, so the weight on
+    the target's MSE is min(SNR, gamma) * sigma_t^2:
+
+    - rectified_flow: x_t = (1 - t) x0 + t noise, SNR = ((1 - t) / t)^2, sigma_t = t,
+      so w = min((1 - t)^2, gamma t^2);
+    - v: alpha = cos(pi t / 2), sigma = sin(pi t / 2), sigma^2 = 1 / (SNR + 1),
+      so w = min(SNR, gamma) / (SNR + 1), the paper's v-prediction form.
     """
+    if gamma <= 0:
+        raise ValueError(f"min_snr: gamma must be > 0, got {gamma}")
+    if objective not in ("rectified_flow", "v"):
+        raise ValueError(f"min_snr: unknown objective {objective!r}")
 
     def weights(pred, target, t, mask=None):
-        t = t.detach().float().clamp(1e-4, 1.0 - 1e-4)
-        snr = ((1.0 - t) / t).pow(2)
+        t = t.detach().float().to(pred.device).clamp(1e-4, 1.0 - 1e-4)
+        if objective == "rectified_flow":
+            return torch.minimum((1.0 - t).pow(2), gamma * t.pow(2))
+        snr = (1.0 / torch.tan(t * torch.pi / 2)).pow(2)
         return torch.minimum(snr, torch.full_like(snr, gamma)) / (snr + 1.0)
 
     return weights
@@ -146,6 +193,8 @@ REGISTRY: dict[str, Callable[..., Scheme]] = {
     "eisbach_inverse": eisbach_inverse,
     "min_snr": min_snr,
 }
+# The schemes that blend a weight with Eq.5; at lam = 0 each of them is exactly `none` (s = 1).
+LAMBDA_SCHEMES = ("eisbach", "eisbach_batchmean", "eisbach_shuffled", "eisbach_inverse")
 
 
 def get_scheme(name: str, **params) -> Scheme:
@@ -166,6 +215,7 @@ def get_scheme(name: str, **params) -> Scheme:
 
     detached_fp32.scheme_name = name
     detached_fp32.params = dict(params)
+    detached_fp32.generator = getattr(scheme, "generator", None)
     return detached_fp32
 
 
@@ -180,6 +230,7 @@ def weighted_loss(
 
 
 __all__ = [
+    "LAMBDA_SCHEMES",
     "REGISTRY",
     "eisbach_terms",
     "get_scheme",

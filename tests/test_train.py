@@ -1,5 +1,7 @@
 """The training loop: fixed seeds give identical weights, and a resumed run matches an unbroken one."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -65,12 +67,11 @@ CFG = {
 }
 
 
-def trained(backend, data, steps, ckpt_dir=None, scheme="eisbach"):
+def trained(backend, data, steps, ckpt_dir=None, scheme="eisbach", scheme_fn=None):
     torch.manual_seed(123)
     model = backend.new_dit(0)
-    log = train_loop(
-        backend, model, data, CFG | {"steps": steps}, get_scheme(scheme, lam=0.5), 0, ckpt_dir
-    )
+    scheme_fn = scheme_fn or get_scheme(scheme, lam=0.5)
+    log = train_loop(backend, model, data, CFG | {"steps": steps}, scheme_fn, 0, ckpt_dir)
     return model, log
 
 
@@ -127,3 +128,168 @@ def test_decode_is_playable(setup):
     audio = backend.decode(latent)
     assert audio.shape[0] == 1 and np.isfinite(audio).all()
     assert 0.4 < np.abs(audio).max() <= 0.5 + 1e-6
+
+
+@pytest.mark.parametrize("kind", ["lora", "dora"])
+def test_adapter_training_keeps_the_base_frozen(setup, kind):
+    from eisbach.adapters import attach
+
+    backend, data = setup
+    adapter = {"type": kind, "rank": 4, "alpha": 8}
+    model = attach(backend.new_dit(0), adapter, backend.peft_target_modules, 0)
+    magnitudes = [n for n, _ in model.named_parameters() if "lora_magnitude_vector" in n]
+    assert bool(magnitudes) == (kind == "dora")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    train_loop(backend, model, data, CFG | {"steps": 3}, get_scheme("eisbach", lam=0.5), 0)
+    for name, p in model.named_parameters():
+        if name in trainable:
+            continue
+        assert torch.equal(p, before[name]), f"base weight {name} changed"
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in trainable)
+
+
+def test_checkpoint_holds_optimizer_scheduler_rngs_and_position(setup, tmp_path):
+    backend, data = setup
+    scheme = get_scheme("eisbach_shuffled", lam=0.5, seed=3)
+
+    def run(steps, fingerprint="a"):
+        torch.manual_seed(123)
+        model = backend.new_dit(0)
+        shuffled = get_scheme("eisbach_shuffled", lam=0.5, seed=3)
+        log = train_loop(
+            backend,
+            model,
+            data,
+            CFG | {"steps": steps},
+            shuffled,
+            0,
+            tmp_path,
+            fingerprint=fingerprint,
+        )
+        return model, log
+
+    unbroken = trained(backend, data, 6, scheme=None, scheme_fn=scheme)
+    run(3)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["step"] == 3 and state["data_position"] == {"step": 3, "samples_seen": 9}
+    assert {"trainable", "optimizer", "scheduler", "rng", "fingerprint"} <= set(state)
+    assert {"torch", "numpy", "python", "cuda", "scheme"} <= set(state["rng"])
+    assert state["scheduler"]["last_epoch"] == 3
+    resumed, log = run(6)
+    for (name, a), (_, b) in zip(unbroken[0].state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), name  # the shuffled scheme's permutations continued exactly
+    assert log == unbroken[1]
+    # warm-up over 2 steps, then constant
+    assert [r["lr"] for r in log[::3]] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3, 1e-3])
+    # another configuration never resumes from this checkpoint
+    _, fresh = run(4, fingerprint="b")
+    assert [r["step"] for r in fresh[::3]] == [0, 1, 2, 3]
+
+
+def test_v_objective_and_sampler_from_config(setup, monkeypatch):
+    backend, data = setup
+    monkeypatch.setattr(backend, "objective", "v")
+    cfg = CFG | {"steps": 2, "timestep_sampler": "trunc_logit_normal"}
+    log = train_loop(
+        backend, backend.new_dit(0), data, cfg, get_scheme("min_snr", objective="v"), 0
+    )
+    assert len(log) == 6 and all(0 <= r["t"] <= 1 and np.isfinite(r["raw_loss"]) for r in log)
+    monkeypatch.setattr(backend, "objective", "eps")
+    with pytest.raises(ValueError, match="objective"):
+        train_loop(backend, backend.new_dit(0), data, CFG | {"steps": 1}, get_scheme("none"), 0)
+
+
+def test_constant_matched_takes_the_eisbach_runs_mean_weight(setup, tmp_path):
+    from eisbach.train import scheme_params
+
+    backend, _ = setup
+    adapter = {"type": "dora", "rank": 16, "alpha": 16}
+    match = tmp_path / "run.json"
+    eisbach_run = {
+        "run_id": "eisbach-l0.5_dora-r16_s0",
+        "scheme": {"name": "eisbach", "lam": 0.5},
+        "adapter": adapter,
+        "seed": 0,
+        "mean_applied_weight": 0.6125,
+    }
+    match.write_text(json.dumps(eisbach_run))
+    scheme = {"name": "constant", "c": "matched", "lam": 0.5}
+    params, resolved = scheme_params(scheme, adapter, 0, backend, match)
+    assert params == {"c": 0.6125} and resolved["matched_run"] == "eisbach-l0.5_dora-r16_s0"
+    with pytest.raises(ValueError, match="seed"):
+        scheme_params(scheme, adapter, 1, backend, match)
+    with pytest.raises(ValueError, match="match-run"):
+        scheme_params(scheme, adapter, 0, backend, None)
+    assert scheme_params({"name": "min_snr", "gamma": 5}, adapter, 0, backend)[0] == {
+        "gamma": 5,
+        "objective": "rectified_flow",
+    }
+    assert (
+        scheme_params({"name": "eisbach_shuffled", "lam": 0.5}, adapter, 2, backend)[0]["seed"] == 2
+    )
+
+
+def test_spread_table_in_the_log(setup):
+    from eisbach.train import format_spread
+
+    backend, data = setup
+    _, log = trained(backend, data, 2)
+    text = format_spread(spread_by_t(log))
+    assert "mean sd [min, max]" in text and len(text.splitlines()) >= 3
+
+
+def test_activation_checkpointing_switch_keeps_gradients(setup):
+    from eisbach.train import set_activation_checkpointing
+
+    backend, data = setup
+    ids, x0, mask, cond, cond_mask = data.batch([0, 1])
+    t = torch.tensor([0.3, 0.7])
+    grads = []
+    for enabled in (True, False):
+        model = backend.new_dit(0)
+        assert set_activation_checkpointing(model, enabled) >= 1
+        backend.dit_forward(model, x0, t, cond, cond_mask).pow(2).mean().backward()
+        grads.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_backend_shift_and_padding_mask_reach_the_dit(setup, monkeypatch):
+    backend, data = setup
+    seen = []
+    forward = backend.dit_forward
+
+    def dit_forward(model, x, t, cond, cond_mask, mask=None, **kw):
+        seen.append(mask)
+        return forward(model, x, t, cond, cond_mask, mask=mask, **kw)
+
+    monkeypatch.setattr(backend, "shift_timesteps", lambda t, n_frames: 0.5 * t, raising=False)
+    monkeypatch.setattr(backend, "dit_forward", dit_forward)
+    log = train_loop(backend, backend.new_dit(0), data, CFG | {"steps": 2}, get_scheme("none"), 0)
+    assert all(r["t"] <= 0.5 for r in log)
+    assert all(m is not None and m.dtype == torch.bool and not m.all() for m in seen)
+
+
+def test_pretrained_backend_links_its_base(tmp_path):
+    from types import SimpleNamespace
+
+    import pyarrow.parquet as pq
+
+    from eisbach.distributed import Context
+    from eisbach.train import pretrain_base
+
+    class Pretrained:
+        id = "fake"
+        has_pretrained_base = True
+
+        def prepare_base(self, base_dir):
+            (base_dir / "model.safetensors").write_bytes(b"")
+            return {"source": "hub/fake"}
+
+    args = SimpleNamespace(out_dir=tmp_path, latents_dir=tmp_path)
+    pretrain_base(args, Pretrained(), {"name": "fake"}, {}, Context())
+    run = json.loads((tmp_path / "run.json").read_text())
+    assert run["kind"] == "base" and run["pretrained"] == {"source": "hub/fake"}
+    assert pq.read_table(tmp_path / "train_log.parquet").num_rows == 0

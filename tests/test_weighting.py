@@ -132,3 +132,142 @@ def test_properties(batch, channels, frames, pad, lam, scale, seed):
     torch.testing.assert_close(
         get_scheme("eisbach", lam=0.0)(pred, pred, t, None), get_scheme("none")(pred, pred, t, None)
     )
+
+
+# --- every scheme of the registry against hand-computed values ------------------------------
+# Two samples, one channel, three frames: energies [1, 2, 0] and [0, 0, 0] (uniform: H = 1).
+PRED2 = torch.tensor([[[1.0, 2.0**0.5, 0.0]], [[0.0, 0.0, 0.0]]])
+H2 = [hand_entropy([1.0, 2.0, 0.0]), 1.0]
+W2 = [hand_weight(H2[0]), 1.0 / (1.0 - math.log(1e-12))]  # H = 1 hits the eps floor
+T2 = torch.tensor([0.25, 0.8])
+
+
+def run_scheme(name, pred=PRED2, t=T2, **params):
+    return get_scheme(name, **params)(pred, torch.zeros_like(pred), t, None).tolist()
+
+
+def test_none_and_constant_by_hand():
+    assert run_scheme("none") == [1.0, 1.0]
+    assert run_scheme("constant", c=0.6) == pytest.approx([0.6, 0.6])
+    with pytest.raises(ValueError, match="c must be > 0"):
+        get_scheme("constant", c=0.0)
+
+
+def test_eisbach_family_by_hand():
+    lam = 0.3
+    s = [(1 - lam) + lam * w for w in W2]
+    assert run_scheme("eisbach", lam=lam) == pytest.approx(s, abs=1e-6)
+    mean_w = sum(W2) / 2
+    assert run_scheme("eisbach_batchmean", lam=lam) == pytest.approx(
+        [(1 - lam) + lam * mean_w] * 2, abs=1e-6
+    )
+    assert run_scheme("eisbach_inverse", lam=lam) == pytest.approx(
+        [(1 - lam) + lam * (1 - w) for w in W2], abs=1e-6
+    )
+
+
+def test_shuffled_is_a_seeded_permutation():
+    torch.manual_seed(3)
+    pred = torch.randn(6, 2, 9) * torch.arange(1, 7).view(6, 1, 1)  # distinct weights
+    t = torch.rand(6)
+    lam = 0.5
+    plain = get_scheme("eisbach", lam=lam)(pred, pred, t, None)
+    scheme = get_scheme("eisbach_shuffled", lam=lam, seed=11)
+    generator = torch.Generator().manual_seed(11)
+    for _ in range(3):  # the generator advances once per call
+        order = torch.randperm(6, generator=generator)
+        torch.testing.assert_close(scheme(pred, pred, t, None), plain[order])
+    again = get_scheme("eisbach_shuffled", lam=lam, seed=11)
+    torch.testing.assert_close(
+        again(pred, pred, t, None),
+        plain[torch.randperm(6, generator=torch.Generator().manual_seed(11))],
+    )
+    assert scheme.generator is not None  # its state goes into checkpoints
+
+
+def test_min_snr_by_hand():
+    # rectified flow: w = min((1 - t)^2, gamma t^2)
+    assert run_scheme("min_snr", gamma=5.0) == pytest.approx(
+        [min(0.75**2, 5 * 0.25**2), min(0.2**2, 5 * 0.8**2)], abs=1e-6
+    )
+    # v: SNR = cot^2(pi t / 2), w = min(SNR, gamma) / (SNR + 1)
+    t = torch.tensor([0.5, 0.1])
+    snr = [1.0 / math.tan(math.pi * x / 4) ** 2 for x in (1.0, 0.2)]
+    assert run_scheme("min_snr", t=t, gamma=5.0, objective="v") == pytest.approx(
+        [min(s, 5.0) / (s + 1) for s in snr], abs=1e-5
+    )
+
+
+def test_min_snr_is_the_x0_weight_on_the_target():
+    """The rectified-flow weight times the target MSE equals min(SNR, gamma) times the x0 MSE."""
+    from eisbach.objectives import noisy_input
+
+    torch.manual_seed(0)
+    x0, noise, t = torch.randn(3, 2, 5), torch.randn(3, 2, 5), torch.tensor([0.2, 0.5, 0.9])
+    x_t, target = noisy_input("rectified_flow", x0, noise, t)
+    pred = target + 0.1 * torch.randn_like(target)
+    x0_hat = x_t - t.view(-1, 1, 1) * pred
+    snr = ((1 - t) / t) ** 2
+    x0_mse = (x0_hat - x0).pow(2).mean(dim=(1, 2))
+    target_mse = (pred - target).pow(2).mean(dim=(1, 2))
+    w = get_scheme("min_snr", gamma=5.0)(pred, target, t, None)
+    torch.testing.assert_close(w * target_mse, torch.minimum(snr, torch.tensor(5.0)) * x0_mse)
+
+
+def test_computed_in_fp32_under_autocast():
+    torch.manual_seed(2)
+    pred = torch.randn(3, 4, 16)
+    reference = get_scheme("eisbach", lam=0.5)(pred, pred, torch.rand(3), None)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = pred.bfloat16()
+        for name in REGISTRY:
+            w = get_scheme(name)(low, low, torch.rand(3), None)
+            assert w.dtype == torch.float32, name
+        got = get_scheme("eisbach", lam=0.5)(low, low, torch.rand(3), None)
+    torch.testing.assert_close(got, reference, rtol=2e-2, atol=2e-2)  # bf16 input, fp32 maths
+
+
+LAMBDA_NAMES = ["eisbach", "eisbach_batchmean", "eisbach_shuffled", "eisbach_inverse"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    name=st.sampled_from(LAMBDA_NAMES),
+    batch=st.integers(1, 4),
+    channels=st.integers(1, 3),
+    frames=st.integers(2, 10),
+    pad=st.integers(1, 5),
+    lam=st.floats(0.0, 1.0),
+    scale=st.floats(0.01, 30.0),
+    seed=st.integers(0, 2**16),
+)
+def test_properties_of_every_lambda_scheme(name, batch, channels, frames, pad, lam, scale, seed):
+    """w in (0, 1], s in [1 - lam, 1]; padding changes nothing; lam = 0 is `none`; detached."""
+    generator = torch.Generator().manual_seed(seed)
+    pred = scale * torch.randn(batch, channels, frames, generator=generator)
+    t = torch.rand(batch, generator=generator)
+    junk = 50.0 * torch.randn(batch, channels, pad, generator=generator)
+    padded = torch.cat([pred, junk], -1)
+    mask = torch.zeros(batch, frames + pad, dtype=torch.bool)
+    mask[:, :frames] = True
+
+    def fresh(lam_):
+        params = {"lam": lam_} | ({"seed": seed} if name == "eisbach_shuffled" else {})
+        return get_scheme(name, **params)
+
+    w = fresh(1.0)(pred, pred, t, None)
+    s = fresh(lam)(pred, pred, t, None)
+    if name != "eisbach_inverse":  # at lam = 1 the inverse gives 1 - w, in [0, 1)
+        assert torch.all(w > 0) and torch.all(w <= 1)
+    assert torch.all(s >= 1 - lam - 1e-6) and torch.all(s <= 1 + 1e-6)
+    torch.testing.assert_close(fresh(lam)(padded, padded, t, mask), s)
+    assert torch.equal(fresh(0.0)(pred, pred, t, None), get_scheme("none")(pred, pred, t, None))
+
+    leaf = pred.clone().requires_grad_(True)
+    target = torch.zeros_like(pred)
+    weights = fresh(lam)(leaf, target, t, None)
+    assert not weights.requires_grad
+    _, loss = weighted_loss(leaf, target, weights, None)
+    loss.backward()
+    expected = weights.view(-1, 1, 1) * 2 * pred / (channels * frames) / batch
+    torch.testing.assert_close(leaf.grad, expected)  # the weight acts as a constant

@@ -4,21 +4,23 @@ import re
 import shlex
 import sys
 
-from eisbach.train import run_id
+from eisbach.grid import expand_grid
 
 PYTHON = shlex.quote(sys.executable)
 BACKEND = config["backend"]["name"]
 LATENTS_DIR = f"results/latents/{BACKEND}"
 BASE_DIR = f"results/base/{BACKEND}"
 
-RUNS = {
-    run_id(scheme, adapter, seed): {"scheme": scheme, "adapter": adapter, "seed": seed}
-    for scheme in config["grid"]["schemes"]
-    for adapter in config["grid"]["adapters"]
-    for seed in config["grid"]["seeds"]
-}
+# run_id -> {scheme, adapter, seed, sample, match}: schemes x lambda sweep x adapters x seeds
+# (eisbach.grid). `match` is the eisbach run whose mean applied weight a `constant c: matched`
+# run takes; `sample` false trains and logs a run without sampling it.
+RUNS = expand_grid(config["grid"])
 BASE_RUN = f"base-{BACKEND}"
-SAMPLED_RUNS = [BASE_RUN, *RUNS]
+SAMPLED_RUNS = [BASE_RUN, *(rid for rid, run in RUNS.items() if run["sample"])]
+
+# Resources of the training jobs, for cluster executors (SLURM, Kubernetes): gpu is the GPU
+# count of one job; with more than one, the job runs one process per GPU under torchrun.
+DEFAULT_RESOURCES = {"mem_mb": 4000, "runtime": 240, "gpu": 0}
 
 
 wildcard_constraints:
@@ -33,6 +35,29 @@ def as_arg(obj):
 
 def run_param(key):
     return lambda wildcards: as_arg(RUNS[wildcards.run_id][key])
+
+
+def train_resources(section):
+    """mem_mb, runtime (minutes) and gpu of the `base` or `train` section."""
+    return DEFAULT_RESOURCES | config.get(section, {}).get("resources", {})
+
+
+def torchrun(section):
+    """The interpreter's arguments that launch one process per GPU when a job has several."""
+    gpus = int(train_resources(section)["gpu"])
+    if gpus > 1:
+        return f"-m torch.distributed.run --standalone --nproc-per-node {gpus}"
+    return ""
+
+
+def matched_run_json(wildcards):
+    """A `constant c: matched` run needs the run.json of its eisbach run."""
+    match = RUNS[wildcards.run_id]["match"]
+    return [f"results/runs/{match}/run.json"] if match else []
+
+
+def match_arg(wildcards, input):
+    return f"--match-run {input.matched[0]}" if input.matched else ""
 
 
 def adapter_files(wildcards):

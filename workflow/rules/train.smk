@@ -12,16 +12,19 @@ rule pretrain_base:
         "../../envs/eisbach.yaml"
     threads: config.get("base", {}).get("threads", 1)
     resources:
-        mem_mb=4000,
-        runtime=120,
+        mem_mb=train_resources("base")["mem_mb"],
+        runtime=train_resources("base")["runtime"],
+        gpu=train_resources("base")["gpu"],
     params:
         python=PYTHON,
+        torchrun=torchrun("base"),
         backend=as_arg(config["backend"]),
         base=as_arg(config.get("base", {})),
         latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
-        "{params.python} scripts/train.py base --latents-dir {params.latents_dir} "
+        "{params.python} {params.torchrun} scripts/train.py base "
+        "--latents-dir {params.latents_dir} "
         "--backend-json {params.backend} --train-json {params.base} "
         "--out-dir {params.out_dir} > {log} 2>&1"
 
@@ -30,6 +33,7 @@ rule finetune:
     input:
         latents=f"{LATENTS_DIR}/latents_manifest.json",
         model=f"{BASE_DIR}/model.safetensors",
+        matched=matched_run_json,
     output:
         adapter="results/runs/{run_id}/adapter_model.safetensors",
         adapter_config="results/runs/{run_id}/adapter_config.json",
@@ -41,21 +45,24 @@ rule finetune:
         "../../envs/eisbach.yaml"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=240,
-        gpu=0,
+        mem_mb=train_resources("train")["mem_mb"],
+        runtime=train_resources("train")["runtime"],
+        gpu=train_resources("train")["gpu"],
     params:
         python=PYTHON,
+        torchrun=torchrun("train"),
         backend=as_arg(config["backend"]),
         train=as_arg(config["train"]),
         scheme=run_param("scheme"),
         adapter=run_param("adapter"),
         seed=lambda wildcards: RUNS[wildcards.run_id]["seed"],
+        match=match_arg,
         latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         base_dir=lambda wildcards, input: os.path.dirname(input.model),
     shell:
-        "{params.python} scripts/train.py adapter --latents-dir {params.latents_dir} "
+        "{params.python} {params.torchrun} scripts/train.py adapter "
+        "--latents-dir {params.latents_dir} "
         "--backend-json {params.backend} --train-json {params.train} "
         "--base-dir {params.base_dir} --scheme-json {params.scheme} "
-        "--adapter-json {params.adapter} --seed {params.seed} "
+        "--adapter-json {params.adapter} --seed {params.seed} {params.match} "
         "--out-dir results/runs/{wildcards.run_id} > {log} 2>&1"

@@ -8,6 +8,27 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
+# The tiny backend at its smallest: unit tests build it in a second.
+TINY_BACKEND = {
+    "name": "tiny",
+    "sample_rate": 16000,
+    "tiny": {
+        "n_mels": 16,
+        "n_fft": 256,
+        "hop_length": 128,
+        "latent_offset": -4.5,
+        "latent_scale": 3.0,
+        "griffin_lim_iters": 4,
+        "max_text_tokens": 8,
+        "cond_dim": 16,
+        "text_seed": 7,
+        "embed_dim": 32,
+        "depth": 1,
+        "num_heads": 1,
+        "max_frames": 64,
+    },
+}
+
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "scripts", "envs")
 
 

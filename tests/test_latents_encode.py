@@ -13,31 +13,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
+from conftest import TINY_BACKEND
 
 from eisbach.data import file_sha256
 from eisbach.latents import PROGRESS, caption_key, load_latents, load_text, run
 from eisbach.provenance import read_parquet_metadata
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BACKEND = {
-    "name": "tiny",
-    "sample_rate": 16000,
-    "tiny": {
-        "n_mels": 16,
-        "n_fft": 256,
-        "hop_length": 128,
-        "latent_offset": -4.5,
-        "latent_scale": 3.0,
-        "griffin_lim_iters": 4,
-        "max_text_tokens": 8,
-        "cond_dim": 16,
-        "text_seed": 7,
-        "embed_dim": 32,
-        "depth": 1,
-        "num_heads": 1,
-        "max_frames": 64,
-    },
-}
+BACKEND = TINY_BACKEND
 LATENTS = {"rows_per_shard": 2, "row_group_rows": 1, "compression": "zstd", "dtype": "float32"}
 CAPTIONS = ["a low organ drone", "a bright piano melody then strings", "a static marimba"]
 

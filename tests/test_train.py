@@ -5,31 +5,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_BACKEND
 
 from eisbach.backends import get_backend
 from eisbach.latents import caption_key
 from eisbach.train import TrainingData, run_id, spread_by_t, train_loop
 from eisbach.weighting import get_scheme
 
-BACKEND = {
-    "name": "tiny",
-    "sample_rate": 16000,
-    "tiny": {
-        "n_mels": 16,
-        "n_fft": 256,
-        "hop_length": 128,
-        "latent_offset": -4.5,
-        "latent_scale": 3.0,
-        "griffin_lim_iters": 4,
-        "max_text_tokens": 8,
-        "cond_dim": 16,
-        "text_seed": 7,
-        "embed_dim": 32,
-        "depth": 1,
-        "num_heads": 1,
-        "max_frames": 64,
-    },
-}
+BACKEND = TINY_BACKEND
 CAPTIONS = ["a low organ drone", "a bright piano melody then strings", "a static marimba ostinato"]
 
 

@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script
     sys.path.insert(0, str(REPO))
 
+from conftest import TINY_BACKEND  # noqa: E402
+
 from eisbach import distributed  # noqa: E402
 from eisbach.backends import get_backend  # noqa: E402
 from eisbach.latents import caption_key  # noqa: E402
@@ -30,25 +32,7 @@ from eisbach.train import TrainingData, finetune  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-BACKEND = {
-    "name": "tiny",
-    "sample_rate": 16000,
-    "tiny": {
-        "n_mels": 16,
-        "n_fft": 256,
-        "hop_length": 128,
-        "latent_offset": -4.5,
-        "latent_scale": 3.0,
-        "griffin_lim_iters": 4,
-        "max_text_tokens": 8,
-        "cond_dim": 16,
-        "text_seed": 7,
-        "embed_dim": 32,
-        "depth": 1,
-        "num_heads": 1,
-        "max_frames": 64,
-    },
-}
+BACKEND = TINY_BACKEND
 TRAIN = {
     "steps": 60,
     "batch_size": 4,

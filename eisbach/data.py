@@ -28,7 +28,6 @@ To fetch a clip again, delete its ``results/data/raw/<id>.*``.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -47,6 +46,7 @@ import pyarrow.parquet as pq
 from eisbach import musiccaps, provenance, ytdlp
 from eisbach.atomic import write_json, write_parquet, write_wav
 from eisbach.audio_checks import DecodeError, decode, find_ffmpeg, to_mono, validate_clip
+from eisbach.provenance import file_sha256
 from eisbach.ytdlp import COOKIES_ENV, redacted_config
 
 __all__ = [
@@ -170,14 +170,6 @@ def cookies_path(data: dict) -> str | None:
             "data.cookies: the cookies file does not exist (path kept out of logs)"
         )
     return value
-
-
-def file_sha256(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def log(message: str) -> None:

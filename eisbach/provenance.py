@@ -31,6 +31,15 @@ TRACKED_PACKAGES = (
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+def file_sha256(path, chunk: int = 1 << 22) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def canonical_json(obj) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eisbach.provenance import file_sha256
+
 
 class Backend(ABC):
     id: str
@@ -306,14 +308,6 @@ def check_state_dict(module: torch.nn.Module, state: dict, where: str) -> None:
 def load_checked(module: torch.nn.Module, state: dict, where: str) -> None:
     check_state_dict(module, state, where)
     module.load_state_dict(state, strict=True)
-
-
-def file_sha256(path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def link_pretrained(files: PretrainedFiles, base_dir, copy: bool = False) -> dict:

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eisbach import objectives
 from eisbach.provenance import file_sha256
 
 
@@ -126,13 +127,7 @@ class Backend(ABC):
 
     def noisy_input(self, x0, noise, t):
         """(x_t, target) for the backend's objective."""
-        tt = t.view(-1, 1, 1)
-        if self.objective == "rectified_flow":
-            return (1 - tt) * x0 + tt * noise, noise - x0
-        if self.objective == "v":
-            alpha, sigma = torch.cos(tt * torch.pi / 2), torch.sin(tt * torch.pi / 2)
-            return alpha * x0 + sigma * noise, alpha * noise - sigma * x0
-        raise ValueError(f"unknown objective {self.objective!r}")
+        return objectives.noisy_input(self.objective, x0, noise, t)
 
     def sampling_schedule(self, steps: int, n_frames: int) -> torch.Tensor:
         """steps + 1 times from 1 (noise) down to 0 (data)."""
@@ -180,29 +175,8 @@ class Backend(ABC):
 
 # --- training timesteps ---------------------------------------------------------------------
 
-TRUNC_LEFT = 0.075  # Stable Audio's left truncation of the logit-normal
-
-
-def trunc_logit_normal(n: int, generator: torch.Generator, left: float = TRUNC_LEFT):
-    """Logit-normal u = sigmoid(z) kept above ``left`` (inverse-CDF), rescaled to [0, 1)."""
-    lower = 0.5 * (1 + math.erf(math.log(left / (1 - left)) / math.sqrt(2)))
-    cdf = lower + (1 - lower) * torch.rand(n, generator=generator, dtype=torch.float64)
-    u = torch.sigmoid(torch.special.ndtri(cdf))
-    return ((u - left) / (1 - left)).clamp(0.0, 1.0).float()
-
-
-def draw_timesteps(name: str, n: int, generator: torch.Generator) -> torch.Tensor:
-    """Timesteps [n] (1 = noise) from a Stable Audio sampler name, every draw from generator."""
-    if name == "uniform":
-        return torch.rand(n, generator=generator)
-    if name == "logit_normal":
-        return torch.sigmoid(torch.randn(n, generator=generator))
-    if name == "trunc_logit_normal":
-        return 1 - trunc_logit_normal(n, generator)  # flipped, as Stable Audio trains
-    raise ValueError(
-        f"timestep sampler {name!r} is not supported; known: uniform, logit_normal, "
-        "trunc_logit_normal"
-    )
+# The timestep samplers live in eisbach.objectives; backends name theirs.
+draw_timesteps = objectives.sample_timesteps
 
 
 # --- pretrained checkpoints -------------------------------------------------------------------

@@ -481,22 +481,34 @@ class _Uniforms:
         return min(int(self.values[self.k - 1] * n), n - 1)
 
 
+EPOCH_END = "epoch end"
+
+
 def _shuffled(blocks, row_groups: int, draws: _Uniforms | None):
     """(block, row) items from a pool of up to ``row_groups`` decoded row groups, drawn
     uniformly over the rows left in the pool (in order, one group at a time, without ``draws``).
 
     A row group leaves the pool when its last row is drawn and the next one is read in, so a
-    worker never holds more than ``row_groups`` of them."""
+    worker never holds more than ``row_groups`` of them. At an ``EPOCH_END`` in ``blocks`` the
+    pool is drained before the next epoch's groups come in, so that every row is drawn once per
+    epoch even when the pool could hold several epochs of a small store."""
     pool, left = [], 0  # pool: [block, rows not yet drawn]
     blocks = iter(blocks)
+    draining = False
     while True:
-        while len(pool) < row_groups:
+        while not draining and len(pool) < row_groups:
             block = next(blocks, None)
             if block is None:
+                break
+            if block is EPOCH_END:
+                draining = True
                 break
             pool.append([block, list(range(len(block) - 1, -1, -1))])
             left += len(block)
         if left == 0:
+            if draining:
+                draining = False
+                continue
             return
         if draws is None:
             entry, r = pool[0], len(pool[0][1]) - 1
@@ -582,6 +594,11 @@ class LatentStream(torch.utils.data.IterableDataset):
         if not self.units:
             raise ValueError(f"{self.latents_dir}: no rows in split {split!r}")
         self.num_rows = sum(len(u.rows) for u in self.units)
+        if self.rank >= len(self.units):
+            raise ValueError(
+                f"{self.latents_dir}: {len(self.units)} row groups in split {split!r} cannot feed "
+                f"rank {rank} of {world_size}; write smaller row groups (latents.row_group_rows)"
+            )
 
     def units_for(self, epoch: int, worker: int = 0, num_workers: int = 1) -> list[Unit]:
         """The row groups that (rank, worker) reads in ``epoch``, in reading order."""
@@ -608,6 +625,7 @@ class LatentStream(torch.utils.data.IterableDataset):
                 if len(unit.rows) != table.num_rows:
                     table = table.take(pa.array(unit.rows))
                 yield Block(table)
+            yield EPOCH_END
 
     def batches(self, worker: int = 0, num_workers: int = 1):
         """The batches of DataLoader worker ``worker`` of ``num_workers`` (all of them for 0/1)."""

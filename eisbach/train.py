@@ -1,8 +1,10 @@
 """Train stage: the project's own loop, for the tiny base (all weights) and peft adapters.
 
-- Every random draw of step k (batch, timesteps, noise, caption dropout) comes from generators
-  seeded by (seed, k); a checkpoint also holds the global torch/numpy/python RNG states and the
-  scheme's own generator, so a resumed run draws exactly what an uninterrupted run draws.
+- Batches stream from the latent store (``TrainingData``: an endless, seeded LatentStream through
+  DataLoader workers, restarted at batch k on resume). The timesteps, noise and caption dropout of
+  step k come from a generator seeded by (seed, k); a checkpoint also holds the global
+  torch/numpy/python RNG states and the scheme's own generator, so a resumed run draws exactly
+  what an uninterrupted run draws.
 - The loss is mean_b(s[b] * mse_b) with s from eisbach.weighting: detached, fp32, computed on
   each rank from that rank's predictions before any reduction (eisbach.distributed).
 - The objective (rectified flow or v) is the backend's; so is the timestep sampler
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import random
@@ -38,7 +41,7 @@ from eisbach import adapters, distributed, objectives, provenance
 from eisbach.atomic import atomic_path, write_json, write_parquet
 from eisbach.backends import get_backend
 from eisbach.grid import run_id, scheme_tag
-from eisbach.latents import load_latents, load_text
+from eisbach.latent_store import LatentStream, TextTable, make_loader
 from eisbach.weighting import eisbach_terms, get_scheme, weighted_loss
 
 LOG_SCHEMA = pa.schema(
@@ -57,35 +60,47 @@ CHECKPOINT_FORMAT = 2
 
 
 class TrainingData:
-    """The training split in memory, with per-step seeded batches and a padding collate."""
+    """The training split of a latent store, streamed through torch DataLoader workers.
 
-    def __init__(self, latents_dir, split: str = "train"):
-        self.rows = load_latents(latents_dir, split=split)
-        if not self.rows:
-            raise ValueError(f"{latents_dir}: no latents in split {split!r}")
-        self.text = load_text(latents_dir)
+    ``batches(batch_size, seed, start_step)`` yields the global batch of every step from
+    ``start_step`` on: an endless LatentStream seeded by the run's seed and started at batch
+    ``start_step``, so a resumed run reads exactly what an unbroken run reads. Every rank streams
+    the whole global batch and trains on its share: the batches, and so the result, do not depend
+    on the number of processes, at the price of each rank reading the latents of the whole batch.
+    The loader's worker count and shuffle buffer fix the order of the stream, so they belong to
+    the run's configuration (``train.loader``) and its resume fingerprint.
+    """
 
-    def batch(self, indices: list[int]):
-        rows = [self.rows[i] for i in indices]
-        channels = rows[0]["latent"].shape[0]
-        frames = max(r["latent"].shape[1] for r in rows)
-        x0 = torch.zeros(len(rows), channels, frames)
-        mask = torch.zeros(len(rows), frames, dtype=torch.bool)
-        for b, r in enumerate(rows):
-            n = r["latent"].shape[1]
-            x0[b, :, :n] = torch.from_numpy(r["latent"])
-            mask[b, :n] = True
-        embeddings = [self.text[r["caption_key"]] for r in rows]
-        cond = torch.from_numpy(np.stack([e for e, _ in embeddings]))
-        cond_mask = torch.from_numpy(np.stack([m for _, m in embeddings]))
-        return [r["id"] for r in rows], x0, mask, cond, cond_mask
+    def __init__(self, latents_dir, loader_cfg: dict | None = None, split: str = "train"):
+        loader_cfg = loader_cfg or {}
+        self.latents_dir = Path(latents_dir)
+        self.split = split
+        self.workers = int(loader_cfg.get("workers", 0))
+        self.shuffle_row_groups = int(loader_cfg.get("shuffle_row_groups", 8))
+        self.num_rows = self.stream(1, 0).num_rows  # also: the split has rows
+        self.text = TextTable(self.latents_dir)
+
+    def stream(self, batch_size: int, seed: int, start_step: int = 0) -> LatentStream:
+        return LatentStream(
+            self.latents_dir,
+            batch_size=batch_size,
+            split=self.split,
+            seed=seed,
+            shuffle_row_groups=self.shuffle_row_groups,
+            epochs=None,
+            start_batch=start_step,
+        )
+
+    def batches(self, batch_size: int, seed: int, start_step: int = 0):
+        """LatentBatches with their text conditioning; ``close()`` it to stop the workers."""
+        loader = make_loader(self.stream(batch_size, seed, start_step), self.workers)
+        loader.text = self.text  # one table, looked up in this process
+        yield from loader
 
 
-def step_generators(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
-    return (
-        np.random.default_rng([seed, step]),
-        torch.Generator().manual_seed(seed * 1_000_003 + step),
-    )
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of step k's timesteps, noise and caption dropout."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
 def lr_factor(cfg: dict, step: int) -> float:
@@ -299,77 +314,78 @@ def train_loop(
         disable=not ctx.is_main,
     )
     started = time.perf_counter()
-    for step in progress:
-        np_rng, torch_rng = step_generators(seed, step)
-        indices = np_rng.choice(
-            len(data.rows), size=batch_size, replace=len(data.rows) < batch_size
-        )
-        ids, x0, mask, cond, cond_mask = data.batch(indices.tolist())
-        t = sample_t(batch_size, torch_rng, mask.sum(-1))
-        noise = torch.randn(x0.shape, generator=torch_rng)
-        dropped = torch.rand(batch_size, generator=torch_rng) < float(cfg["cfg_dropout"])
-        cond = torch.where(dropped.view(-1, 1, 1), torch.zeros_like(cond), cond)
-        x_t, target = objectives.noisy_input(backend.objective, x0, noise, t)
-        # This rank's share of the global batch (all of it in one process).
-        x_t, target, t_r, mask_r, cond, cond_mask = (
-            v[share].to(device) for v in (x_t, target, t, mask, cond, cond_mask)
-        )
-        lr = optimizer.param_groups[0]["lr"]
+    # closing() stops the loader's workers however the loop ends.
+    with contextlib.closing(data.batches(batch_size, seed, start)) as batches:
+        for step in progress:
+            torch_rng = step_generator(seed, step)
+            batch = next(batches)
+            ids, x0, mask = batch.ids, batch.latents, batch.mask
+            cond, cond_mask = batch.cond, batch.cond_mask
+            t = sample_t(batch_size, torch_rng, mask.sum(-1))
+            noise = torch.randn(x0.shape, generator=torch_rng)
+            dropped = torch.rand(batch_size, generator=torch_rng) < float(cfg["cfg_dropout"])
+            cond = torch.where(dropped.view(-1, 1, 1), torch.zeros_like(cond), cond)
+            x_t, target = objectives.noisy_input(backend.objective, x0, noise, t)
+            # This rank's share of the global batch (all of it in one process).
+            x_t, target, t_r, mask_r, cond, cond_mask = (
+                v[share].to(device) for v in (x_t, target, t, mask, cond, cond_mask)
+            )
+            lr = optimizer.param_groups[0]["lr"]
 
-        with autocast(device, cfg):
-            pred = backend.dit_forward(model, x_t, t_r, cond, cond_mask, mask=mask_r)
-        weights = scheme(pred, target, t_r, mask_r)  # per sample, per rank, detached fp32
-        terms = eisbach_terms(pred, mask_r)
-        per_sample, _ = weighted_loss(pred, target, weights, mask_r)
-        loss = (weights * per_sample).sum() / batch_size
-        stats = ctx.gather(
-            torch.stack([per_sample.detach(), terms["H"], terms["w"], weights], dim=1)
-        ).cpu()
-        finite = torch.isfinite(stats[:, [0, 3]]).all(dim=1)
-        if not bool(finite.all()):
-            bad = [ids[b] for b in torch.nonzero(~finite).flatten().tolist()]
-            raise FloatingPointError(
-                f"loss is not finite at step {step}; samples {bad} "
-                f"(batch {ids}, per-sample loss {stats[:, 0].tolist()}, weights {stats[:, 3].tolist()})"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        ctx.all_reduce_grads(params)
-        optimizer.step()
-        scheduler.step()
-        for b, sample_id in enumerate(ids):
-            log_rows.append(
-                {
-                    "step": step,
-                    "sample_id": sample_id,
-                    "t": float(t[b]),
-                    "raw_loss": float(stats[b, 0]),
-                    "H": float(stats[b, 1]),
-                    "w": float(stats[b, 2]),
-                    "applied_weight": float(stats[b, 3]),
-                    "lr": float(np.float32(lr)),  # as the log stores it
-                }
-            )
-        progress.set_postfix(
-            loss=f"{float((stats[:, 3] * stats[:, 0]).mean()):.4f}",
-            w=f"{float(stats[:, 2].mean()):.3f}",
-            refresh=False,
-        )
-        if ckpt_dir is not None and every and (step + 1) % every == 0:
-            if ctx.is_main:
-                save_checkpoint(
-                    ckpt_dir,
-                    step + 1,
-                    batch_size,
-                    model,
-                    optimizer,
-                    scheduler,
-                    scheme,
-                    log_rows,
-                    fingerprint,
+            with autocast(device, cfg):
+                pred = backend.dit_forward(model, x_t, t_r, cond, cond_mask, mask=mask_r)
+            weights = scheme(pred, target, t_r, mask_r)  # per sample, per rank, detached fp32
+            terms = eisbach_terms(pred, mask_r)
+            per_sample, _ = weighted_loss(pred, target, weights, mask_r)
+            loss = (weights * per_sample).sum() / batch_size
+            stats = ctx.gather(
+                torch.stack([per_sample.detach(), terms["H"], terms["w"], weights], dim=1)
+            ).cpu()
+            finite = torch.isfinite(stats[:, [0, 3]]).all(dim=1)
+            if not bool(finite.all()):
+                bad = [ids[b] for b in torch.nonzero(~finite).flatten().tolist()]
+                raise FloatingPointError(
+                    f"loss is not finite at step {step}; samples {bad} "
+                    f"(batch {ids}, per-sample loss {stats[:, 0].tolist()}, weights {stats[:, 3].tolist()})"
                 )
-                progress.write(f"checkpoint: step {step + 1} -> {ckpt_dir / 'last.pt'}")
-            ctx.barrier()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            ctx.all_reduce_grads(params)
+            optimizer.step()
+            scheduler.step()
+            for b, sample_id in enumerate(ids):
+                log_rows.append(
+                    {
+                        "step": step,
+                        "sample_id": sample_id,
+                        "t": float(t[b]),
+                        "raw_loss": float(stats[b, 0]),
+                        "H": float(stats[b, 1]),
+                        "w": float(stats[b, 2]),
+                        "applied_weight": float(stats[b, 3]),
+                        "lr": float(np.float32(lr)),  # as the log stores it
+                    }
+                )
+            progress.set_postfix(
+                loss=f"{float((stats[:, 3] * stats[:, 0]).mean()):.4f}",
+                w=f"{float(stats[:, 2].mean()):.3f}",
+                refresh=False,
+            )
+            if ckpt_dir is not None and every and (step + 1) % every == 0:
+                if ctx.is_main:
+                    save_checkpoint(
+                        ckpt_dir,
+                        step + 1,
+                        batch_size,
+                        model,
+                        optimizer,
+                        scheduler,
+                        scheme,
+                        log_rows,
+                        fingerprint,
+                    )
+                    progress.write(f"checkpoint: step {step + 1} -> {ckpt_dir / 'last.pt'}")
+                ctx.barrier()
     progress.close()
     if info is not None:
         ran = steps - start
@@ -490,7 +506,7 @@ def pretrain_base(args, backend, backend_config, cfg, ctx) -> None:
             link_pretrained_base(args, backend, backend_config)
         return
     seed = int(cfg["seed"])
-    data = TrainingData(args.latents_dir)
+    data = TrainingData(args.latents_dir, cfg.get("loader"))
     dit = backend.new_dit(seed)
     stage_config = {"backend": backend_config, "base": cfg}
     started = time.time()
@@ -515,7 +531,7 @@ def pretrain_base(args, backend, backend_config, cfg, ctx) -> None:
         "run_id": f"base-{backend.id}",
         "kind": "base",
         "parameters": sum(p.numel() for p in dit.parameters()),
-        "train_clips": len(data.rows),
+        "train_clips": data.num_rows,
         "seconds": round(time.time() - started, 2),
         "world_size": ctx.world_size,
         **info,
@@ -572,7 +588,7 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
     out_dir: Path = args.out_dir
     params, resolved = scheme_params(scheme_cfg, adapter, seed, backend, args.match_run)
     scheme = get_scheme(scheme_cfg["name"], **params)
-    data = data or TrainingData(args.latents_dir)
+    data = data or TrainingData(args.latents_dir, cfg.get("loader"))
     modules = adapters.target_modules(backend, cfg)
     model = adapters.attach(backend.load_dit(args.base_dir), adapter, modules, seed)
     frozen_before = weight_digest(model)
@@ -616,7 +632,7 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
         "target_modules": modules,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "frozen_parameters": sum(p.numel() for p in model.parameters() if not p.requires_grad),
-        "train_clips": len(data.rows),
+        "train_clips": data.num_rows,
         "seconds": round(time.time() - started, 2),
         "world_size": ctx.world_size,
         "device": str(ctx.device),

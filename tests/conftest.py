@@ -58,3 +58,33 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.
 @pytest.fixture
 def workflow_copy(tmp_path):
     return copy_workflow(tmp_path)
+
+
+def write_clip_store(backend, latents_dir: Path, captions: list[str], lengths: list[int], **kw):
+    """A real latent store of noisy sine clips (one per length, captions in turn), encoded by
+    ``backend``, with its text table: what the latents stage writes, in a second."""
+    import numpy as np
+
+    from eisbach.latent_store import StoreFormat, caption_key, text_table, write_store
+
+    rng = np.random.default_rng(0)
+    records = []
+    for i, n in enumerate(lengths):
+        audio = 0.3 * np.sin(2 * np.pi * (220 + 50 * i) * np.arange(n) / 16000)
+        audio = (audio + 0.01 * rng.standard_normal(n)).astype(np.float32)
+        records.append(
+            {
+                "id": f"c{i}",
+                "split": "train",
+                "latent": backend.encode_audio(audio, 16000),
+                "caption": captions[i % len(captions)],
+                "seconds_start": 0.0,
+                "seconds_total": n / 16000,
+                "audio_sha256": f"{i:064x}",
+            }
+        )
+    embeddings, masks = backend.encode_text(captions)
+    text = text_table([(caption_key(c), c) for c in captions], embeddings, masks)
+    fmt = StoreFormat(row_group_rows=kw.pop("row_group_rows", 64))
+    write_store(latents_dir, records, fmt, text=text, **kw)
+    return records

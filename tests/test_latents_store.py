@@ -181,6 +181,26 @@ def test_endless_stream_resumes_at_a_batch(store, workers):
     assert ids(5, 9) == unbroken[5:]
 
 
+def test_endless_stream_draws_every_clip_once_per_epoch(store):
+    """A shuffle pool that could hold several epochs of a small store still drains each epoch
+    before the next one comes in."""
+    path, by_id = store
+    train = sorted(i for i, r in by_id.items() if r["split"] == "train")
+    stream = LatentStream(path, batch_size=3, seed=4, epochs=None, shuffle_row_groups=64)
+    loader = iter(make_loader(stream))
+    seen = [i for _ in range(3 * len(train) // 3) for i in next(loader).ids]
+    for epoch in range(3):
+        assert sorted(seen[epoch * len(train) : (epoch + 1) * len(train)]) == train
+    assert seen[: len(train)] != seen[len(train) : 2 * len(train)]
+
+
+def test_a_rank_without_row_groups_is_refused(store):
+    path, _ = store
+    groups = len(LatentStream(path, batch_size=1, split="train").units)
+    with pytest.raises(ValueError, match=f"cannot feed rank {groups} of {groups + 1}"):
+        LatentStream(path, batch_size=1, split="train", rank=groups, world_size=groups + 1)
+
+
 def test_text_conditioning_and_float16_batches(store):
     path, by_id = store
     table = TextTable(path)

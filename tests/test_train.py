@@ -5,10 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_BACKEND
+from conftest import TINY_BACKEND, write_clip_store
 
 from eisbach.backends import get_backend
-from eisbach.latents import caption_key
 from eisbach.train import TrainingData, run_id, spread_by_t, train_loop
 from eisbach.weighting import get_scheme
 
@@ -21,23 +20,10 @@ def setup(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny")
     backend = get_backend("tiny", BACKEND, workdir)
     backend.build_text_encoder(CAPTIONS)
-    rng = np.random.default_rng(0)
-    data = TrainingData.__new__(TrainingData)
-    data.rows = []
-    for i, caption in enumerate(CAPTIONS * 2):
-        n = 16000 // 2 + 1000 * i  # different lengths, so batches are padded
-        audio = (0.3 * np.sin(2 * np.pi * (220 + 50 * i) * np.arange(n) / 16000)).astype(np.float32)
-        audio += 0.01 * rng.standard_normal(n).astype(np.float32)
-        data.rows.append(
-            {
-                "id": f"c{i}",
-                "latent": backend.encode_audio(audio, 16000),
-                "caption_key": caption_key(caption),
-            }
-        )
-    embeddings, masks = backend.encode_text(CAPTIONS)
-    data.text = {caption_key(c): (e, m) for c, e, m in zip(CAPTIONS, embeddings, masks)}
-    return backend, data
+    # different lengths, so batches are padded; 2 rows per row group, so the stream shuffles
+    lengths = [16000 // 2 + 1000 * i for i in range(6)]
+    records = write_clip_store(backend, workdir / "store", CAPTIONS, lengths, row_group_rows=2)
+    return backend, TrainingData(workdir / "store"), records
 
 
 CFG = {
@@ -59,7 +45,7 @@ def trained(backend, data, steps, ckpt_dir=None, scheme="eisbach", scheme_fn=Non
 
 
 def test_fixed_seed_is_bitwise_reproducible(setup):
-    backend, data = setup
+    backend, data, _ = setup
     a, log_a = trained(backend, data, 4)
     b, log_b = trained(backend, data, 4)
     for (name, pa), (_, pb) in zip(a.state_dict().items(), b.state_dict().items()):
@@ -69,7 +55,7 @@ def test_fixed_seed_is_bitwise_reproducible(setup):
 
 
 def test_resume_matches_an_unbroken_run(setup, tmp_path):
-    backend, data = setup
+    backend, data, _ = setup
     unbroken, log_unbroken = trained(backend, data, 6)
     trained(backend, data, 3, ckpt_dir=tmp_path)  # "killed" after the checkpoint at step 3
     assert (tmp_path / "last.pt").exists()
@@ -80,7 +66,7 @@ def test_resume_matches_an_unbroken_run(setup, tmp_path):
 
 
 def test_log_rows_follow_eq5(setup):
-    backend, data = setup
+    backend, data, _ = setup
     _, log = trained(backend, data, 2)
     for row in log:
         assert 0 <= row["H"] <= 1 and 0 < row["w"] <= 1
@@ -91,7 +77,7 @@ def test_log_rows_follow_eq5(setup):
 
 
 def test_nan_loss_names_step_and_samples(setup):
-    backend, data = setup
+    backend, data, _ = setup
     model = backend.new_dit(0)
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
@@ -106,8 +92,8 @@ def test_run_id_names_scheme_adapter_seed():
 
 
 def test_decode_is_playable(setup):
-    backend, data = setup
-    latent = torch.from_numpy(data.rows[0]["latent"])[None]
+    backend, _, records = setup
+    latent = torch.from_numpy(records[0]["latent"])[None]
     audio = backend.decode(latent)
     assert audio.shape[0] == 1 and np.isfinite(audio).all()
     assert 0.4 < np.abs(audio).max() <= 0.5 + 1e-6
@@ -117,7 +103,7 @@ def test_decode_is_playable(setup):
 def test_adapter_training_keeps_the_base_frozen(setup, kind):
     from eisbach.adapters import attach
 
-    backend, data = setup
+    backend, data, _ = setup
     adapter = {"type": kind, "rank": 4, "alpha": 8}
     model = attach(backend.new_dit(0), adapter, backend.peft_target_modules, 0)
     magnitudes = [n for n, _ in model.named_parameters() if "lora_magnitude_vector" in n]
@@ -134,7 +120,7 @@ def test_adapter_training_keeps_the_base_frozen(setup, kind):
 
 
 def test_checkpoint_holds_optimizer_scheduler_rngs_and_position(setup, tmp_path):
-    backend, data = setup
+    backend, data, _ = setup
     scheme = get_scheme("eisbach_shuffled", lam=0.5, seed=3)
 
     def run(steps, fingerprint="a"):
@@ -172,7 +158,7 @@ def test_checkpoint_holds_optimizer_scheduler_rngs_and_position(setup, tmp_path)
 
 
 def test_v_objective_and_sampler_from_config(setup, monkeypatch):
-    backend, data = setup
+    backend, data, _ = setup
     monkeypatch.setattr(backend, "objective", "v")
     cfg = CFG | {"steps": 2, "timestep_sampler": "trunc_logit_normal"}
     log = train_loop(
@@ -187,7 +173,7 @@ def test_v_objective_and_sampler_from_config(setup, monkeypatch):
 def test_constant_matched_takes_the_eisbach_runs_mean_weight(setup, tmp_path):
     from eisbach.train import scheme_params
 
-    backend, _ = setup
+    backend, _, _ = setup
     adapter = {"type": "dora", "rank": 16, "alpha": 16}
     match = tmp_path / "run.json"
     eisbach_run = {
@@ -217,7 +203,7 @@ def test_constant_matched_takes_the_eisbach_runs_mean_weight(setup, tmp_path):
 def test_spread_table_in_the_log(setup):
     from eisbach.train import format_spread
 
-    backend, data = setup
+    backend, data, _ = setup
     _, log = trained(backend, data, 2)
     text = format_spread(spread_by_t(log))
     assert "mean sd [min, max]" in text and len(text.splitlines()) >= 3
@@ -226,8 +212,9 @@ def test_spread_table_in_the_log(setup):
 def test_activation_checkpointing_switch_keeps_gradients(setup):
     from eisbach.train import set_activation_checkpointing
 
-    backend, data = setup
-    ids, x0, mask, cond, cond_mask = data.batch([0, 1])
+    backend, data, _ = setup
+    batch = next(data.batches(2, seed=0))
+    x0, cond, cond_mask = batch.latents, batch.cond, batch.cond_mask
     t = torch.tensor([0.3, 0.7])
     grads = []
     for enabled in (True, False):
@@ -240,7 +227,7 @@ def test_activation_checkpointing_switch_keeps_gradients(setup):
 
 
 def test_backend_shift_and_padding_mask_reach_the_dit(setup, monkeypatch):
-    backend, data = setup
+    backend, data, _ = setup
     seen = []
     forward = backend.dit_forward
 
@@ -276,3 +263,25 @@ def test_pretrained_backend_links_its_base(tmp_path):
     run = json.loads((tmp_path / "run.json").read_text())
     assert run["kind"] == "base" and run["pretrained"] == {"source": "hub/fake"}
     assert pq.read_table(tmp_path / "train_log.parquet").num_rows == 0
+
+
+def test_batches_stream_from_the_store_one_epoch_at_a_time(setup):
+    backend, data, records = setup
+    assert data.num_rows == len(records) == 6
+    _, log = trained(backend, data, 4)  # 4 steps x 3 clips: two epochs
+    ids = [r["sample_id"] for r in log]
+    every_clip = sorted(r["id"] for r in records)
+    assert sorted(ids[:6]) == every_clip and sorted(ids[6:]) == every_clip
+    assert ids[:6] != every_clip, "the stream is not shuffled"
+    other_seed = train_loop(
+        backend, backend.new_dit(0), data, CFG | {"steps": 2}, get_scheme("none"), 1
+    )
+    assert [r["sample_id"] for r in other_seed] != ids[:6]
+
+
+def test_an_empty_split_is_named(setup, tmp_path):
+    from eisbach.train import TrainingData
+
+    _, data, _ = setup
+    with pytest.raises(ValueError, match="no rows in split 'eval'"):
+        TrainingData(data.latents_dir, split="eval")

@@ -1,8 +1,9 @@
 """Exact resume after SIGKILL, 2-process (gloo) data parallelism, and adapter merging.
 
 This file is also the training entry its tests launch (``python tests/test_train_resume.py``,
-alone or under torchrun): a tiny DoRA fine-tune through ``eisbach.train.finetune`` on
-deterministic in-memory data, writing peft safetensors, checkpoints, the log and run.json.
+alone or under torchrun): a tiny DoRA fine-tune through ``eisbach.train.finetune`` on a real
+latent store streamed through DataLoader workers, writing peft safetensors, checkpoints, the log
+and run.json.
 """
 
 import argparse
@@ -23,12 +24,11 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script
     sys.path.insert(0, str(REPO))
 
-from conftest import TINY_BACKEND  # noqa: E402
+from conftest import TINY_BACKEND, write_clip_store  # noqa: E402
 
 from eisbach import distributed  # noqa: E402
 from eisbach.backends import get_backend  # noqa: E402
-from eisbach.latents import caption_key  # noqa: E402
-from eisbach.train import TrainingData, finetune  # noqa: E402
+from eisbach.train import finetune  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -43,26 +43,12 @@ TRAIN = {
     "threads": 1,
     "device": "cpu",
     "activation_checkpointing": False,
+    # Two DataLoader workers read the store's shards (2 rows per row group), in every process.
+    "loader": {"workers": 2, "shuffle_row_groups": 2},
 }
 SCHEME = {"name": "eisbach", "lam": 0.5}
 ADAPTER = {"type": "dora", "rank": 4, "alpha": 4}
 CAPTIONS = ["a low organ drone", "a bright piano melody then strings", "a static marimba ostinato"]
-
-
-def make_data(backend) -> TrainingData:
-    """Six clips of different lengths (so batches are padded), the same in every process."""
-    rng = np.random.default_rng(0)
-    data = TrainingData.__new__(TrainingData)
-    data.rows = []
-    for i, caption in enumerate(CAPTIONS * 2):
-        n = 4000 + 800 * i
-        audio = (0.3 * np.sin(2 * np.pi * (220 + 50 * i) * np.arange(n) / 16000)).astype(np.float32)
-        audio += 0.01 * rng.standard_normal(n).astype(np.float32)
-        latent = backend.encode_audio(audio, 16000)
-        data.rows.append({"id": f"c{i}", "latent": latent, "caption_key": caption_key(caption)})
-    embeddings, masks = backend.encode_text(CAPTIONS)
-    data.text = {caption_key(c): (e, m) for c, e, m in zip(CAPTIONS, embeddings, masks)}
-    return data
 
 
 def worker(argv=None) -> None:
@@ -84,7 +70,7 @@ def worker(argv=None) -> None:
             match_run=None,
         )
         args.out.mkdir(parents=True, exist_ok=True)
-        finetune(run_args, backend, BACKEND, TRAIN, ctx, data=make_data(backend))
+        finetune(run_args, backend, BACKEND, TRAIN, ctx)
     finally:
         distributed.shutdown()
 
@@ -112,6 +98,10 @@ def runs(tmp_path_factory):
     backend = get_backend("tiny", BACKEND, root / "latents")
     backend.build_text_encoder(CAPTIONS)
     backend.save_dit(backend.new_dit(0), root / "base")
+    lengths = [4000 + 800 * i for i in range(6)]  # padded batches
+    write_clip_store(
+        backend, root / "latents", CAPTIONS, lengths, rows_per_shard=4, row_group_rows=2
+    )
 
     full = launch(root, root / "full")
     victim = launch(root, root / "killed")

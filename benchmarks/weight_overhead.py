@@ -19,6 +19,11 @@ Presets:
               channels (SAME-L), 768-d text tokens (T5Gemma), 108 frames (10 s at 10.77 latents/s,
               MusicCaps clips), batch 4, base weights in bf16 and bf16 autocast. Needs CUDA.
 
+It also counts the kernels (aten ops) the weight adds against those of the bare step: on a GPU
+at small batches, launches rather than FLOPs bound the weight's cost, and the count is the same
+on every device (sa3-medium at depth 1 and 2 on CPU: 56 against 723 and 1,388, i.e. ~20,000 at
+depth 30).
+
 On CUDA it also reports tokens/s (latent frames per second through the DiT) and MFU: FLOPs of
 one step (counted by torch.utils.flop_counter) per second over the GPU's dense bf16 peak
 (known GPUs, or --peak-tflops).
@@ -131,14 +136,14 @@ def make_step(model, batch, p: dict, device: torch.device):
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             pred = model(x_t, t, cross_attn_cond=cond, cross_attn_mask=cond_mask)
         weights = schemes["eisbach" if mode == "eisbach" else "none"](pred, target, t, mask)
-        if mode != "none":
-            terms = eisbach_terms(pred, mask)
-            terms["w"].mean().item()  # the log reads them on the host, as the loop does
+        terms = eisbach_terms(pred, mask) if mode != "none" else None
         per_sample, loss = weighted_loss(pred, target, weights, mask)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        # the log reads the per-sample values on the host after backward, as the loop does
+        logged = [per_sample.detach(), weights] + ([terms["H"], terms["w"]] if terms else [])
+        torch.stack(logged, dim=1).cpu()
         optimizer.step()
-        per_sample.detach().cpu()
 
     return step
 
@@ -158,6 +163,38 @@ def time_weight_alone(batch, p: dict, device: torch.device, repeats: int = 200) 
         eisbach_terms(pred, mask)["w"].mean().item()
     sync(device)
     return (time.perf_counter() - started) / repeats
+
+
+# Ops that only make views or drop autograd history: no kernel runs for them.
+NO_KERNEL = ("detach", "view", "alias", "_unsafe_view", "expand", "t.default", "transpose")
+
+
+def count_kernels(fn) -> int:
+    """Aten ops that fn dispatches (each a kernel launch on CUDA), views and detaches aside.
+
+    Measurable here on CPU and what bounds the weight's cost on a GPU at small batches: a
+    handful of tiny launches (a few microseconds each) next to the DiT's."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Counter(TorchDispatchMode):
+        ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if not any(name in str(func) for name in NO_KERNEL):
+                Counter.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        fn()
+    return Counter.ops
+
+
+def weight_kernels(batch) -> int:
+    """Kernels of the eisbach scheme plus the H/w log terms on the batch's shape."""
+    _, target, t, mask, _, _ = batch
+    pred = torch.randn(target.shape, device=target.device)
+    scheme = get_scheme("eisbach", lam=0.5)
+    return count_kernels(lambda: (scheme(pred, target, t, mask), eisbach_terms(pred, mask)))
 
 
 def sync(device: torch.device) -> None:
@@ -239,6 +276,10 @@ def run(args) -> dict:
         # a noise-free bound on its share of the step
         "weight_alone_s": weight_s,
         "weight_alone_fraction_of_step": weight_s / median["none"],
+        "kernels": {
+            "weight": weight_kernels(batch),
+            "bare_step": count_kernels(lambda: step("none")),
+        },
     }
     flops = count_flops(step, device) if device.type == "cuda" or args.flops else None
     peak = peak_flops(device, args.peak_tflops)
@@ -287,7 +328,8 @@ def main(argv=None) -> dict:
         print(line)
     print(
         f"  the weight alone (scheme + log terms): {result['weight_alone_s'] * 1e3:.3f} ms, "
-        f"{100 * result['weight_alone_fraction_of_step']:.3f}% of the bare step"
+        f"{100 * result['weight_alone_fraction_of_step']:.3f}% of the bare step; "
+        f"{result['kernels']['weight']} kernels against the bare step's {result['kernels']['bare_step']}"
     )
     print(
         f"ratio eisbach/none = {result['ratio_eisbach_over_none']:.4f}   "

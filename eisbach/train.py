@@ -338,6 +338,11 @@ def train_loop(
             terms = eisbach_terms(pred, mask_r)
             per_sample, _ = weighted_loss(pred, target, weights, mask_r)
             loss = (weights * per_sample).sum() / batch_size
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            # Read on the host only once backward is queued: a sync before it would leave the GPU
+            # idle while the backward kernels are launched. Still before the optimizer step, so
+            # a non-finite loss never reaches the weights.
             stats = ctx.gather(
                 torch.stack([per_sample.detach(), terms["H"], terms["w"], weights], dim=1)
             ).cpu()
@@ -348,8 +353,6 @@ def train_loop(
                     f"loss is not finite at step {step}; samples {bad} "
                     f"(batch {ids}, per-sample loss {stats[:, 0].tolist()}, weights {stats[:, 3].tolist()})"
                 )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             ctx.all_reduce_grads(params)
             optimizer.step()
             scheduler.step()

@@ -21,13 +21,14 @@ from tqdm import tqdm
 
 from eisbach import provenance
 from eisbach.atomic import write_json, write_parquet
+from eisbach.controls import control_comparisons
 from eisbach.metrics import METRICS, bootstrap_ci, compute_metrics, verdict
 
 LOW_T, HIGH_T = 0.3, 0.7
 
 
 def group_of(run: dict | None) -> str:
-    """barrier / baseline / base / other, from a run.json (None for the base model)."""
+    """barrier / baseline / base / control, from a run.json (None for the base model)."""
     if run is None or run.get("kind") == "base":
         return "base"
     scheme = run["scheme"]
@@ -35,7 +36,7 @@ def group_of(run: dict | None) -> str:
         return "baseline"
     if scheme["name"] == "eisbach":
         return "barrier"
-    return "other"
+    return "control"
 
 
 def score_samples(index: list[dict], runs: dict[str, dict]) -> pa.Table:
@@ -242,6 +243,7 @@ def main(argv=None) -> None:
 
     runs = {d.name: json.loads((d / "run.json").read_text()) for d in args.runs}
     logs = {d.name: pq.read_table(d / "train_log.parquet").to_pylist() for d in args.runs}
+    heldout = {d.name: pq.read_table(d / "heldout_loss.parquet").to_pylist() for d in args.runs}
     index = pq.read_table(args.index).to_pylist()
     per_sample = score_samples(index, runs)
     stage_config = {"evaluate": cfg, "runs": sorted(runs)}
@@ -251,10 +253,11 @@ def main(argv=None) -> None:
     rows = per_sample.to_pylist()
     summary = {
         "claims": table2_claims(rows, cfg) + prediction_claims(logs, runs, cfg),
+        "controls": control_comparisons(runs, heldout, cfg),
         "metrics": {name: asdict(spec) for name, spec in METRICS.items()},
         "groups": {
             g: sorted({r["run_id"] for r in rows if r["group"] == g})
-            for g in ("barrier", "baseline", "base", "other")
+            for g in ("barrier", "baseline", "base", "control")
         },
         "weight_spread": {
             rid: {"mean_applied_weight": run["mean_applied_weight"], "by_t": run["spread_by_t"]}
@@ -265,3 +268,5 @@ def main(argv=None) -> None:
     write_json(args.out_dir / "summary.json", summary)
     for claim in summary["claims"]:
         print(f"{claim['id']}: {claim['verdict']}")
+    for c in summary["controls"]:
+        print(f"control {c['control']} vs {c['reference']} ({c['adapter']}): {c['reading']}")

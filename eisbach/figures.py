@@ -1,4 +1,4 @@
-"""Figures stage: Table 2 with its verdicts, the P1 figure (w against t), the spread of H and w,
+"""Figures stage: Table 2 with its verdicts, the controls table, the P1 figure (w against t), the spread of H and w,
 and a spectrogram of every sample for the report."""
 
 from __future__ import annotations
@@ -31,11 +31,24 @@ TABLE_COLUMNS = [
     "ci_high",
     "verdict",
 ]
+CONTROL_COLUMNS = [
+    "control",
+    "reference",
+    "adapter",
+    "seeds",
+    "units",
+    "control_loss",
+    "reference_loss",
+    "diff",
+    "ci_low",
+    "ci_high",
+    "reading",
+]
 GROUP_COLOURS = {
     "barrier": "tab:red",
     "baseline": "tab:blue",
     "base": "tab:gray",
-    "other": "tab:green",
+    "control": "tab:green",
 }
 
 
@@ -57,38 +70,38 @@ def table2_rows(summary: dict) -> list[dict]:
     return [c for c in summary["claims"] if c["id"].startswith("table2.")]
 
 
-def write_table2(summary: dict, out_dir: Path, record: dict) -> None:
-    rows = table2_rows(summary)
+def write_table(rows: list[dict], columns: list[str], out_dir: Path, name: str, record) -> None:
+    """<name>.csv, .md and .tex (each stamped with the provenance) and <name>.provenance.json."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=TABLE_COLUMNS, extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     stamp = json.dumps(record, sort_keys=True)
-    write_text(out_dir / "table2.csv", buffer.getvalue())
-    write_json(out_dir / "table2.provenance.json", record)
+    write_text(out_dir / f"{name}.csv", buffer.getvalue())
+    write_json(out_dir / f"{name}.provenance.json", record)
 
-    md = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
-    md += ["| " + " | ".join(fmt(r.get(c)) for c in TABLE_COLUMNS) + " |" for r in rows]
-    write_text(out_dir / "table2.md", "\n".join(md) + f"\n\n<!-- provenance: {stamp} -->\n")
+    md = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    md += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    write_text(out_dir / f"{name}.md", "\n".join(md) + f"\n\n<!-- provenance: {stamp} -->\n")
 
     def tex_escape(s: str) -> str:
         return s.replace("_", r"\_").replace("%", r"\%")
 
     tex = [
-        r"\begin{tabular}{l" + "r" * (len(TABLE_COLUMNS) - 2) + "l}",
+        r"\begin{tabular}{l" + "r" * (len(columns) - 2) + "l}",
         r"\toprule",
-        " & ".join(tex_escape(c) for c in TABLE_COLUMNS) + r" \\",
+        " & ".join(tex_escape(c) for c in columns) + r" \\",
         r"\midrule",
     ]
-    tex += [" & ".join(tex_escape(fmt(r.get(c))) for c in TABLE_COLUMNS) + r" \\" for r in rows]
+    tex += [" & ".join(tex_escape(fmt(r.get(c))) for c in columns) + r" \\" for r in rows]
     tex += [r"\bottomrule", r"\end{tabular}", f"% provenance: {stamp}"]
-    write_text(out_dir / "table2.tex", "\n".join(tex) + "\n")
+    write_text(out_dir / f"{name}.tex", "\n".join(tex) + "\n")
 
 
 def p1_figure(logs: dict[str, list[dict]], runs: dict[str, dict], path: Path, record: dict) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     bins = np.linspace(0, 1, 11)
-    for group in ("barrier", "baseline", "other"):
+    for group in ("barrier", "baseline", "control"):
         rows = [r for rid, log in logs.items() if group_of(runs[rid]) == group for r in log]
         if not rows:
             continue
@@ -127,7 +140,7 @@ def metrics_figure(per_sample: list[dict], summary: dict, path: Path, record: di
     names = list(dict.fromkeys(c["metric"] for c in table2_rows(summary)))
     groups = [
         g
-        for g in ("base", "baseline", "barrier", "other")
+        for g in ("base", "baseline", "barrier", "control")
         if any(r["group"] == g for r in per_sample)
     ]
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.4))
@@ -168,11 +181,12 @@ def main(argv=None) -> None:
     runs = {d.name: json.loads((d / "run.json").read_text()) for d in args.runs}
     logs = {d.name: pq.read_table(d / "train_log.parquet").to_pylist() for d in args.runs}
 
-    write_table2(summary, args.tables_dir, record)
+    write_table(table2_rows(summary), TABLE_COLUMNS, args.tables_dir, "table2", record)
+    write_table(summary["controls"], CONTROL_COLUMNS, args.tables_dir, "controls", record)
     p1_figure(logs, runs, args.figures_dir / "p1_weight_vs_t.png", record)
     spread_figure(logs, args.figures_dir / "weight_spread.png", record)
     metrics_figure(per_sample, summary, args.figures_dir / "metrics_by_group.png", record)
     for row in per_sample:
         out = args.figures_dir / "spectrograms" / row["run_id"] / (Path(row["path"]).stem + ".png")
         spectrogram(row["path"], out, record)
-    print(f"figures: {len(per_sample)} spectrograms, table2 -> {args.tables_dir}")
+    print(f"figures: {len(per_sample)} spectrograms, table2 and controls -> {args.tables_dir}")

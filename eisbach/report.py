@@ -19,7 +19,7 @@ VERDICT_COLOURS = {"supported": "#1b7f3b", "contradicted": "#b3261e", "inconclus
 STYLE = """
 body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em}
-th{background:#f3f3f3}.v{font-weight:bold}.grid{display:flex;flex-wrap:wrap;gap:1em}
+th{background:#f3f3f3}.v,.r{font-weight:bold}.grid{display:flex;flex-wrap:wrap;gap:1em}
 .card{border:1px solid #ddd;padding:.5em;width:380px;font-size:.8em}.card img{width:100%}
 .card audio{width:100%}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em 1em}
 code{background:#f3f3f3;padding:0 .2em}
@@ -82,12 +82,51 @@ def spread_section(summary: dict) -> str:
             )
     return (
         "<h2>Spread of H and w during training</h2>"
-        "<p>If w barely varies across samples, the barrier acts mostly as a smaller learning rate; "
-        "the <code>constant</code> scheme at the mean applied weight is the control for that.</p>"
+        "<p>Does w vary across samples at all? Under SGD a w that barely varies would act as a "
+        "smaller learning rate. This loop trains with AdamW, whose update m/(&radic;v+&epsilon;) "
+        "normalises a uniform loss scale away (a constant c only turns &epsilon; into "
+        "&epsilon;/c): a near-uniform w does almost nothing, and what is left is its variation "
+        "across the samples of a batch and across steps. <code>constant</code> at the matched "
+        "weight shows the first part (it trains nearly the run of <code>none</code>); "
+        "<code>eisbach_batchmean</code> keeps only the variation across steps and "
+        "<code>eisbach_shuffled</code> the values without their assignment.</p>"
         "<table><tr><th>run</th><th>t-bin</th><th>n</th><th>H mean &plusmn; sd [min, max]</th>"
         "<th>w mean &plusmn; sd [min, max]</th><th>mean applied weight</th></tr>"
         + "".join(rows)
         + "</table>"
+    )
+
+
+READING_COLOURS = {"eisbach lower": "#1b7f3b", "control lower": "#b3261e"}
+
+
+def controls_section(summary: dict) -> str:
+    rows = []
+    for c in summary.get("controls", []):
+        colour = READING_COLOURS.get(c["reading"], "#8a6d00")
+        by_t = ", ".join(f"{t}: {fmt(d)}" for t, d in c["diff_by_t"].items())
+        rows.append(
+            f"<tr><td>{esc(c['control'])}</td><td>{esc(c['reference'])}</td>"
+            f"<td>{esc(c['adapter'])}</td><td>{c['seeds']}</td><td>{c['units']}</td>"
+            f"<td>{esc(c['control_loss'])}</td><td>{esc(c['reference_loss'])}</td>"
+            f"<td>{esc(c.get('diff'))}</td><td>[{esc(c.get('ci_low'))}, {esc(c.get('ci_high'))}]</td>"
+            f'<td class="r" style="color:{colour}">{esc(c["reading"])}</td>'
+            f"<td>{esc(by_t)}</td></tr>"
+        )
+    if not rows:
+        return "<h2>Controls</h2><p>The grid has no control paired with an eisbach run.</p>"
+    return (
+        "<h2>Controls: held-out denoising loss</h2>"
+        "<p>Each control against the eisbach run of the same &lambda;, adapter and training seed, "
+        "scored on the eval clips with identical timesteps and noise. diff = control &minus; "
+        "eisbach, averaged per (seed, clip) over the t grid, with a paired bootstrap CI. "
+        "<code>constant-matched</code> scales the loss by eisbach's mean applied weight; under "
+        "AdamW that is nearly <code>none</code> (see the spread section). With one training "
+        "seed the reading is inconclusive. A diagnostic of the method, not a verdict on the "
+        "paper's claims.</p>"
+        "<table><tr><th>control</th><th>reference</th><th>adapter</th><th>seeds</th>"
+        "<th>units</th><th>control loss</th><th>eisbach loss</th><th>diff</th><th>CI</th>"
+        "<th>reading</th><th>diff by t</th></tr>" + "".join(rows) + "</table>"
     )
 
 
@@ -172,6 +211,7 @@ def build(args) -> str:
         + claims_section(summary)
         + f"<h2>Figures</h2>{figures}"
         + spread_section(summary)
+        + controls_section(summary)
         + data_section(args.manifest)
         + samples_section(per_sample, figures_dir, report_dir)
         + provenance_section(records)

@@ -18,6 +18,8 @@
   trainable weights, optimizer, scheduler, RNG states, data position, and a fingerprint of the
   configuration so that a changed run never resumes from a stale checkpoint.
 - A non-finite loss stops the run, naming the step and the sample ids.
+- An adapter run ends by scoring its held-out denoising loss (eisbach.heldout) on the eval split:
+  the same clips, timesteps and noise for every run, so the controls pair up with eisbach.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from eisbach import adapters, distributed, objectives, provenance
+from eisbach import adapters, distributed, heldout, objectives, provenance
 from eisbach.atomic import atomic_path, write_json, write_parquet
 from eisbach.backends import get_backend
 from eisbach.grid import run_id, scheme_tag
@@ -591,6 +593,12 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
     out_dir: Path = args.out_dir
     params, resolved = scheme_params(scheme_cfg, adapter, seed, backend, args.match_run)
     scheme = get_scheme(scheme_cfg["name"], **params)
+    if scheme_cfg["name"] == "constant" and ctx.is_main:
+        print(
+            "note: AdamW normalises a constant loss scale away (c only turns eps into eps / c), "
+            "so this run trains nearly the run of `none`; it is no learning-rate control",
+            file=sys.stderr,
+        )
     data = data or TrainingData(args.latents_dir, cfg.get("loader"))
     modules = adapters.target_modules(backend, cfg)
     model = adapters.attach(backend.load_dit(args.base_dir), adapter, modules, seed)
@@ -624,6 +632,19 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
     if not ctx.is_main:
         return
     adapters.save(model, out_dir)
+    seconds = round(time.time() - started, 2)
+    scored = heldout.heldout_loss(
+        backend,
+        model,
+        args.latents_dir,
+        cfg.get("heldout", {}),
+        ctx.device,
+        autocast(ctx.device, cfg),
+    )
+    meta = provenance.parquet_metadata(stage_config, stage="train", run_id=rid)
+    write_parquet(
+        out_dir / "heldout_loss.parquet", heldout.table(scored).replace_schema_metadata(meta)
+    )
     record = {
         "run_id": rid,
         "kind": "adapter",
@@ -636,10 +657,11 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "frozen_parameters": sum(p.numel() for p in model.parameters() if not p.requires_grad),
         "train_clips": data.num_rows,
-        "seconds": round(time.time() - started, 2),
+        "seconds": seconds,
         "world_size": ctx.world_size,
         "device": str(ctx.device),
         "base": str(args.base_dir),
+        "heldout": heldout.summarize(scored),
         **info,
     }
     write_run_outputs(out_dir, log_rows, record, stage_config)

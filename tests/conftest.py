@@ -60,9 +60,12 @@ def workflow_copy(tmp_path):
     return copy_workflow(tmp_path)
 
 
-def write_clip_store(backend, latents_dir: Path, captions: list[str], lengths: list[int], **kw):
+def write_clip_store(
+    backend, latents_dir: Path, captions: list[str], lengths: list[int], eval_every=0, **kw
+):
     """A real latent store of noisy sine clips (one per length, captions in turn), encoded by
-    ``backend``, with its text table: what the latents stage writes, in a second."""
+    ``backend``, with its text table: what the latents stage writes, in a second. With
+    eval_every k, every k-th clip (c0, ck, ...) is in the eval split."""
     import numpy as np
 
     from eisbach.latent_store import StoreFormat, caption_key, text_table, write_store
@@ -75,7 +78,7 @@ def write_clip_store(backend, latents_dir: Path, captions: list[str], lengths: l
         records.append(
             {
                 "id": f"c{i}",
-                "split": "train",
+                "split": "eval" if eval_every and i % eval_every == 0 else "train",
                 "latent": backend.encode_audio(audio, 16000),
                 "caption": captions[i % len(captions)],
                 "seconds_start": 0.0,

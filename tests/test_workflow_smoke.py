@@ -15,6 +15,7 @@ pytestmark = pytest.mark.slow
 
 RUNS = ["none_dora-r4_s0", "none_dora-r4_s1", "eisbach-l0.5_dora-r4_s0", "eisbach-l0.5_dora-r4_s1"]
 VERDICTS = {"supported", "contradicted", "inconclusive"}
+READINGS = {"eisbach lower", "control lower", "no difference detected", "inconclusive"}
 
 
 @pytest.fixture(scope="module")
@@ -112,6 +113,10 @@ def test_runs_have_peft_adapters_and_logs(finished):
             assert all(r["applied_weight"] == pytest.approx(0.5 + 0.5 * r["w"]) for r in log)
         run = json.loads((run_dir / "run.json").read_text())
         assert set(run["provenance"]) >= {"config_hash", "git_commit", "packages"}
+        heldout = pq.read_table(run_dir / "heldout_loss.parquet")
+        assert heldout.num_rows == 2 * 5  # eval clips x the default t grid
+        assert "config_hash" in read_parquet_metadata(run_dir / "heldout_loss.parquet")
+        assert run["heldout"]["clips"] == 2 and run["heldout"]["mean"] > 0
         model = PeftModel.from_pretrained(
             backend.load_dit(finished / "results/base/tiny"), str(run_dir)
         )
@@ -162,11 +167,20 @@ def test_metrics_and_verdicts(finished):
         if "ci_low" in claim and claim["id"].startswith("table2.") and "diff" in claim:
             assert claim["ci_low"] <= claim["diff"] <= claim["ci_high"]
     assert set(summary["weight_spread"]) == set(RUNS)
+    (control,) = summary["controls"]  # none against eisbach, paired over 2 seeds x 2 eval clips
+    assert (control["control"], control["reference"]) == ("none", "eisbach-l0.5")
+    assert control["seeds"] == 2 and control["units"] == 4
+    assert control["reading"] in READINGS
+    assert control["ci_low"] <= control["diff"] <= control["ci_high"]
 
 
 def test_figures_tables_and_report(finished):
-    for name in ("table2.csv", "table2.md", "table2.tex"):
-        assert (finished / "results/tables" / name).stat().st_size > 0
+    for name in ("table2", "controls"):
+        for ext in ("csv", "md", "tex", "provenance.json"):
+            assert (finished / "results/tables" / f"{name}.{ext}").stat().st_size > 0
+    assert (
+        "none,eisbach-l0.5,dora-r4,2,4," in (finished / "results/tables/controls.csv").read_text()
+    )
     from PIL import Image
 
     with Image.open(finished / "results/figures/p1_weight_vs_t.png") as png:
@@ -181,6 +195,9 @@ def test_figures_tables_and_report(finished):
         assert (finished / "results/report" / src).resolve().exists(), src
     for verdict in re.findall(r'class="v"[^>]*>([a-z]+)<', page):
         assert verdict in VERDICTS
+    assert "Controls: held-out denoising loss" in page
+    for reading in re.findall(r'class="r"[^>]*>([a-z ]+)<', page):
+        assert reading in READINGS
 
 
 def test_rerun_is_a_noop(finished):

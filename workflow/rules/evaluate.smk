@@ -2,6 +2,7 @@ rule evaluate:
     input:
         index="results/samples/index.parquet",
         runs=expand("results/runs/{run_id}/run.json", run_id=RUNS),
+        heldout=expand("results/runs/{run_id}/heldout_loss.parquet", run_id=RUNS),
     output:
         per_sample="results/metrics/per_sample.parquet",
         summary="results/metrics/summary.json",

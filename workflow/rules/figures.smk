@@ -12,6 +12,14 @@ rule figures:
         table_md="results/tables/table2.md",
         table_tex="results/tables/table2.tex",
         table_provenance="results/tables/table2.provenance.json",
+        controls_csv=report(
+            "results/tables/controls.csv",
+            caption="../report/controls.rst",
+            category="Controls",
+        ),
+        controls_md="results/tables/controls.md",
+        controls_tex="results/tables/controls.tex",
+        controls_provenance="results/tables/controls.provenance.json",
         p1=report(
             "results/figures/p1_weight_vs_t.png",
             caption="../report/p1.rst",

@@ -38,6 +38,7 @@ rule finetune:
         adapter="results/runs/{run_id}/adapter_model.safetensors",
         adapter_config="results/runs/{run_id}/adapter_config.json",
         log="results/runs/{run_id}/train_log.parquet",
+        heldout="results/runs/{run_id}/heldout_loss.parquet",
         run="results/runs/{run_id}/run.json",
     log:
         "results/logs/train/{run_id}.log",

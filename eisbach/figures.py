@@ -43,6 +43,7 @@ CONTROL_COLUMNS = [
     "ci_low",
     "ci_high",
     "reading",
+    "reason",
 ]
 GROUP_COLOURS = {
     "barrier": "tab:red",

@@ -111,7 +111,7 @@ def controls_section(summary: dict) -> str:
             f"<td>{esc(c['control_loss'])}</td><td>{esc(c['reference_loss'])}</td>"
             f"<td>{esc(c.get('diff'))}</td><td>[{esc(c.get('ci_low'))}, {esc(c.get('ci_high'))}]</td>"
             f'<td class="r" style="color:{colour}">{esc(c["reading"])}</td>'
-            f"<td>{esc(by_t)}</td></tr>"
+            f"<td>{esc(by_t)}</td><td>{esc(c.get('reason'))}</td></tr>"
         )
     if not rows:
         return "<h2>Controls</h2><p>The grid has no control paired with an eisbach run.</p>"
@@ -119,14 +119,15 @@ def controls_section(summary: dict) -> str:
         "<h2>Controls: held-out denoising loss</h2>"
         "<p>Each control against the eisbach run of the same &lambda;, adapter and training seed, "
         "scored on the eval clips with identical timesteps and noise. diff = control &minus; "
-        "eisbach, averaged per (seed, clip) over the t grid, with a paired bootstrap CI. "
+        "eisbach, averaged per (seed, clip) over the t grid, with a paired two-stage bootstrap "
+        "CI (training seeds, then clips within them). "
         "<code>constant-matched</code> scales the loss by eisbach's mean applied weight; under "
         "AdamW that is nearly <code>none</code> (see the spread section). With one training "
         "seed the reading is inconclusive. A diagnostic of the method, not a verdict on the "
         "paper's claims.</p>"
         "<table><tr><th>control</th><th>reference</th><th>adapter</th><th>seeds</th>"
         "<th>units</th><th>control loss</th><th>eisbach loss</th><th>diff</th><th>CI</th>"
-        "<th>reading</th><th>diff by t</th></tr>" + "".join(rows) + "</table>"
+        "<th>reading</th><th>diff by t</th><th>note</th></tr>" + "".join(rows) + "</table>"
     )
 
 

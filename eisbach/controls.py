@@ -21,6 +21,7 @@ from collections import defaultdict
 import numpy as np
 
 from eisbach.grid import scheme_tag
+from eisbach.stats import clustered_ci
 
 
 def adapter_tag(adapter: dict) -> str:
@@ -59,19 +60,6 @@ def _losses(rows: list[dict]) -> dict[tuple[str, float], float]:
     return {(r["sample_id"], round(float(r["t"]), 6)): float(r["loss"]) for r in rows}
 
 
-def two_stage_bootstrap(groups: list[np.ndarray], n_boot: int, rng) -> np.ndarray:
-    """n_boot resampled means: training seeds with replacement, then clips within each drawn
-    seed, so that the CI carries seed-to-seed variation as well as clip-to-clip."""
-    k = len(groups)
-    picks = rng.integers(0, k, size=(n_boot, k))
-    total = np.zeros(n_boot)
-    for g, values in enumerate(groups):
-        draws = int((picks == g).sum())
-        resampled = values[rng.integers(0, len(values), size=(draws, len(values)))].mean(axis=1)
-        np.add.at(total, np.nonzero(picks == g)[0], resampled)
-    return total / k
-
-
 def compare(pairs: list[tuple[str, str]], heldout: dict[str, list[dict]], cfg: dict) -> dict:
     groups, control, reference, by_t = [], [], [], defaultdict(list)
     for control_run, reference_run in pairs:
@@ -97,11 +85,8 @@ def compare(pairs: list[tuple[str, str]], heldout: dict[str, list[dict]], cfg: d
             "reading": "inconclusive",
             "reason": f"{units} paired (seed, clip) units; the eval split needs 2 or more",
         }
-    rng = np.random.default_rng(int(cfg["seed"]))
-    boots = two_stage_bootstrap(groups, int(cfg["n_boot"]), rng)
-    alpha = float(cfg["alpha"])
-    lo, hi = (float(q) for q in np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
-    result |= {"diff": float(np.mean([g.mean() for g in groups])), "ci_low": lo, "ci_high": hi}
+    diff, lo, hi = clustered_ci(groups, cfg["n_boot"], cfg["seed"], float(cfg["alpha"]))
+    result |= {"diff": diff, "ci_low": lo, "ci_high": hi}
     if len(groups) < 2:
         return result | {
             "reading": "inconclusive",

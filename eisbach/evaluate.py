@@ -1,9 +1,13 @@
 """Evaluate stage: Table 2 metrics per sample, and a verdict per claim computed from them.
 
-A claim compares the barrier runs (scheme ``eisbach`` with lam > 0) against the baseline runs
-(scheme ``none``) on the same prompts and seeds. A verdict is "supported" when the bootstrap CI
-of the difference excludes 0 in the paper's direction, "contradicted" when it excludes 0 the
-other way, and "inconclusive" otherwise, or when the grid lacks what a claim needs.
+Table 2 compares the barrier runs (scheme ``eisbach`` at ``evaluate.table2_lam``, 0.5, with
+``evaluate.table2_adapter``, DoRA: the paper's setting) against the baseline runs (``none``) sample
+by sample: a barrier sample pairs with the baseline sample of the same adapter, training seed,
+prompt and sampling seed, which share their initial noise. The CI of the mean difference is a
+two-stage bootstrap over training seeds and then pairs (eisbach.stats). A verdict is "supported"
+when that CI excludes 0 in the paper's direction, "contradicted" when it excludes 0 the other
+way, and "inconclusive" otherwise, with one training seed, or when the grid lacks what a claim
+needs. The controls are compared on the held-out loss (eisbach.controls).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from eisbach import provenance
 from eisbach.atomic import write_json, write_parquet
 from eisbach.controls import control_comparisons
 from eisbach.metrics import METRICS, bootstrap_ci, compute_metrics, verdict
+from eisbach.stats import clustered_ci
 
 LOW_T, HIGH_T = 0.3, 0.7
 
@@ -82,39 +87,99 @@ def compare(x, y, higher_is_barrier: bool, cfg: dict) -> dict:
     }
 
 
-def table2_claims(per_sample: list[dict], cfg: dict) -> list[dict]:
-    barrier = [r for r in per_sample if r["group"] == "barrier"]
-    baseline = [r for r in per_sample if r["group"] == "baseline"]
+def table2_selection(cfg: dict) -> tuple[float, str]:
+    """The paper's Table 2 run: eisbach at lambda 0.5 with DoRA, unless the config says else."""
+    return float(cfg.get("table2_lam", 0.5)), str(cfg.get("table2_adapter", "dora"))
+
+
+def table2_pairs(per_sample: list[dict], runs: dict[str, dict], cfg: dict) -> dict:
+    """(adapter, training seed) -> [(barrier sample, baseline sample)]: each sample of an eisbach
+    run at the Table 2 lambda and adapter type, with the sample of the baseline run of the same
+    adapter and training seed for the same prompt and sampling seed (the same noise)."""
+    lam, adapter_type = table2_selection(cfg)
+    barrier, baseline = [], {}
+    for row in per_sample:
+        run = runs.get(row["run_id"])
+        if run is None or run.get("kind") == "base" or run["adapter"]["type"] != adapter_type:
+            continue
+        cluster = (json.dumps(run["adapter"], sort_keys=True), run["seed"])
+        if row["group"] == "baseline":
+            baseline[(cluster, row["prompt_id"], row["seed"])] = row
+        elif row["group"] == "barrier" and float(run["scheme"]["lam"]) == lam:
+            barrier.append((cluster, row))
+    pairs: dict = {}
+    for cluster, row in barrier:
+        match = baseline.get((cluster, row["prompt_id"], row["seed"]))
+        if match is not None:
+            pairs.setdefault(cluster, []).append((row, match))
+    return pairs
+
+
+def paired_claim(pairs: dict, name: str, higher_is_barrier: bool, cfg: dict) -> dict:
+    """Barrier - baseline of one metric over the pairs, with a CI clustered by training seed."""
+    finite = {
+        cluster: [
+            (x[name], y[name]) for x, y in ps if np.isfinite(x[name]) and np.isfinite(y[name])
+        ]
+        for cluster, ps in pairs.items()
+    }
+    finite = {cluster: ps for cluster, ps in finite.items() if ps}
+    values = [v for ps in finite.values() for v in ps]
+    ci = clustered_ci(
+        [np.array([x - y for x, y in ps]) for ps in finite.values()],
+        cfg["n_boot"],
+        cfg["seed"],
+        float(cfg["alpha"]),
+    )
+    result = {"pairs": len(values), "seeds": len(finite)}
+    if ci is None:
+        return result | {"verdict": "inconclusive", "reason": f"{len(values)} finite pairs"}
+    diff, lo, hi = ci
+    result |= {
+        "barrier_mean": float(np.mean([x for x, _ in values])),
+        "baseline_mean": float(np.mean([y for _, y in values])),
+        "diff": diff,
+        "ci_low": lo,
+        "ci_high": hi,
+    }
+    if len(finite) < 2:
+        return result | {
+            "verdict": "inconclusive",
+            "reason": "one training seed: the CI covers sample-to-sample variation only",
+        }
+    return result | {"verdict": verdict(lo, hi, higher_is_barrier)}
+
+
+def table2_claims(per_sample: list[dict], runs: dict[str, dict], cfg: dict) -> list[dict]:
+    lam, adapter_type = table2_selection(cfg)
+    pairs = table2_pairs(per_sample, runs, cfg)
+    barrier = f"barrier (eisbach lambda {lam:g}, {adapter_type})"
     claims = []
     for name, spec in METRICS.items():
         if not spec.table2:
             continue
-        result = compare(
-            [r[name] for r in barrier], [r[name] for r in baseline], spec.higher_is_barrier, cfg
-        )
-        claims.append(
-            {
-                "id": f"table2.{name}",
-                "claim": f"barrier {'>' if spec.higher_is_barrier else '<'} baseline: {spec.description}",
-                "metric": name,
-                "unit": spec.unit,
-                **result,
-            }
-        )
-    claims.append(dynamic_range_levels(barrier, baseline, cfg))
+        claim = {
+            "id": f"table2.{name}",
+            "claim": f"{barrier} {'>' if spec.higher_is_barrier else '<'} baseline: {spec.description}",
+            "metric": name,
+            "unit": spec.unit,
+        }
+        if not pairs:
+            claims.append(
+                claim
+                | {
+                    "verdict": "inconclusive",
+                    "reason": f"no sample of eisbach at lambda {lam:g} with {adapter_type} pairs "
+                    "with a baseline sample (same adapter, training seed, prompt, sampling seed)",
+                }
+            )
+            continue
+        claims.append(claim | paired_claim(pairs, name, spec.higher_is_barrier, cfg))
+    claims.append(dynamic_range_levels(pairs, cfg))
     return claims
 
 
-def mean_ci(x: np.ndarray, cfg: dict) -> tuple[float, float, float]:
-    x = x[np.isfinite(x)]
-    rng = np.random.default_rng(int(cfg["seed"]))
-    boots = rng.choice(x, size=(int(cfg["n_boot"]), len(x))).mean(axis=1)
-    alpha = float(cfg["alpha"])
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-    return float(x.mean()), float(lo), float(hi)
-
-
-def dynamic_range_levels(barrier: list[dict], baseline: list[dict], cfg: dict) -> dict:
+def dynamic_range_levels(pairs: dict, cfg: dict) -> dict:
     """The paper's absolute levels: barrier > 40 dB while baseline < 25 dB."""
     claim = {
         "id": "table2.dynamic_range_levels",
@@ -122,13 +187,17 @@ def dynamic_range_levels(barrier: list[dict], baseline: list[dict], cfg: dict) -
         "metric": "dynamic_range_db",
         "unit": "dB",
     }
-    x = np.array([r["dynamic_range_db"] for r in barrier], float)
-    y = np.array([r["dynamic_range_db"] for r in baseline], float)
-    if np.isfinite(x).sum() < 2 or np.isfinite(y).sum() < 2:
+    args = (cfg["n_boot"], cfg["seed"], float(cfg["alpha"]))
+    barrier = clustered_ci([[x["dynamic_range_db"] for x, _ in ps] for ps in pairs.values()], *args)
+    baseline = clustered_ci(
+        [[y["dynamic_range_db"] for _, y in ps] for ps in pairs.values()], *args
+    )
+    if barrier is None or baseline is None:
         return claim | {"verdict": "inconclusive", "reason": "too few finite values"}
-    bm, blo, bhi = mean_ci(x, cfg)
-    cm, clo, chi = mean_ci(y, cfg)
-    if blo > 40 and chi < 25:
+    (bm, blo, bhi), (cm, clo, chi) = barrier, baseline
+    if len(pairs) < 2:
+        v = "inconclusive"
+    elif blo > 40 and chi < 25:
         v = "supported"
     elif bhi < 40 or clo > 25:
         v = "contradicted"
@@ -141,7 +210,8 @@ def dynamic_range_levels(barrier: list[dict], baseline: list[dict], cfg: dict) -
         "ci_high": bhi,
         "baseline_ci": [clo, chi],
         "verdict": v,
-        "reason": "CIs are of each group's mean level, not of the difference",
+        "reason": "CIs are of each group's mean level (clustered by training seed), not of the "
+        "difference" + ("; one training seed" if len(pairs) < 2 else ""),
     }
 
 
@@ -252,7 +322,7 @@ def main(argv=None) -> None:
 
     rows = per_sample.to_pylist()
     summary = {
-        "claims": table2_claims(rows, cfg) + prediction_claims(logs, runs, cfg),
+        "claims": table2_claims(rows, runs, cfg) + prediction_claims(logs, runs, cfg),
         "controls": control_comparisons(runs, heldout, cfg),
         "metrics": {name: asdict(spec) for name, spec in METRICS.items()},
         "groups": {

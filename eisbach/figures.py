@@ -24,12 +24,15 @@ from eisbach.evaluate import group_of  # noqa: E402
 TABLE_COLUMNS = [
     "id",
     "unit",
+    "seeds",
+    "pairs",
     "barrier_mean",
     "baseline_mean",
     "diff",
     "ci_low",
     "ci_high",
     "verdict",
+    "reason",
 ]
 CONTROL_COLUMNS = [
     "control",

@@ -59,9 +59,13 @@ def claims_section(summary: dict) -> str:
     )
     return (
         "<h2>Table 2: barrier against baseline</h2>"
-        "<p>Barrier = scheme <code>eisbach</code> with &lambda; &gt; 0; baseline = <code>none</code>. "
-        "Differences are barrier &minus; baseline with bootstrap confidence intervals over samples; "
-        "every verdict is computed by <code>eisbach.evaluate</code>.</p>"
+        "<p>Barrier = scheme <code>eisbach</code> at the Table 2 &lambda; and adapter "
+        "(<code>evaluate.table2_lam</code>, <code>table2_adapter</code>; the paper's 0.5 and "
+        "DoRA); baseline = <code>none</code>. Each barrier sample pairs with the baseline sample "
+        "of the same adapter, training seed, prompt and sampling seed (the same initial noise). "
+        "Differences are barrier &minus; baseline, with a two-stage bootstrap CI over training "
+        "seeds and then pairs; with one training seed the verdict is inconclusive. Every "
+        "verdict is computed by <code>eisbach.evaluate</code>.</p>"
         f"<table><tr>{head}</tr>{body}</table>"
         "<h2>Section 9 predictions</h2>"
         "<table><tr><th>id</th><th>claim</th><th>verdict</th><th>diff</th><th>CI</th><th>note</th></tr>"

@@ -91,3 +91,16 @@ def write_clip_store(
     fmt = StoreFormat(row_group_rows=kw.pop("row_group_rows", 64))
     write_store(latents_dir, records, fmt, text=text, **kw)
     return records
+
+
+def adapter_run(scheme: dict, adapter: dict, seed: int) -> dict:
+    """The fields of an adapter run's run.json that evaluate and controls read."""
+    from eisbach.grid import run_id
+
+    return {
+        "run_id": run_id(scheme, adapter, seed),
+        "kind": "adapter",
+        "scheme": scheme,
+        "adapter": adapter,
+        "seed": seed,
+    }

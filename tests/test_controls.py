@@ -1,25 +1,15 @@
 """Controls paired with eisbach runs on the held-out loss, with a paired bootstrap CI."""
 
 import pytest
+from conftest import adapter_run
 
 from eisbach.controls import control_comparisons, pairs_by_comparison
-from eisbach.grid import run_id
 
 CFG = {"n_boot": 2000, "alpha": 0.05, "seed": 0}
 DORA = {"type": "dora", "rank": 4, "alpha": 4}
 LORA = {"type": "lora", "rank": 4, "alpha": 4}
 CLIPS = [f"c{i}" for i in range(6)]
 T = [0.1, 0.5, 0.9]
-
-
-def run(scheme, adapter=DORA, seed=0):
-    return {
-        "run_id": run_id(scheme, adapter, seed),
-        "kind": "adapter",
-        "scheme": scheme,
-        "adapter": adapter,
-        "seed": seed,
-    }
 
 
 def rows(offset, spread=0.0):
@@ -39,7 +29,7 @@ def grid(specs):
     """specs: (scheme, adapter, seed, offset, spread) -> runs and their held-out rows."""
     runs, heldout = {}, {}
     for scheme, adapter, seed, offset, spread in specs:
-        r = run(scheme, adapter, seed)
+        r = adapter_run(scheme, adapter, seed)
         runs[r["run_id"]] = r
         heldout[r["run_id"]] = rows(offset, spread)
     return runs, heldout

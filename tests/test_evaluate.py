@@ -1,0 +1,117 @@
+"""Table 2: barrier samples paired with baseline samples, CIs clustered by training seed."""
+
+import numpy as np
+import pytest
+from conftest import adapter_run
+
+from eisbach.evaluate import group_of, table2_claims, table2_pairs
+from eisbach.metrics import METRICS
+
+CFG = {"n_boot": 2000, "alpha": 0.05, "seed": 0}
+DORA = {"type": "dora", "rank": 4, "alpha": 4}
+LORA = {"type": "lora", "rank": 4, "alpha": 4}
+PROMPTS = ["piglet", "seal", "raccoon"]
+SAMPLE_SEEDS = [0, 1, 2]
+
+
+def samples(run, shift=0.0):
+    """One row per (prompt, sampling seed); every metric = a per-(prompt, seed) level + shift."""
+    rng = np.random.default_rng(0)  # the same levels for every run: what shared noise gives
+    rows = []
+    for p, prompt in enumerate(PROMPTS):
+        for s in SAMPLE_SEEDS:
+            level = 10.0 + 3 * p + s + rng.normal(0, 0.01)
+            rows.append(
+                {
+                    "run_id": run["run_id"],
+                    "group": group_of(run),
+                    "prompt_id": prompt,
+                    "seed": s,
+                    **{name: level + shift for name in METRICS},
+                }
+            )
+    return rows
+
+
+def build(specs):
+    runs, rows = {}, []
+    for scheme, adapter, seed, shift in specs:
+        run = adapter_run(scheme, adapter, seed)
+        runs[run["run_id"]] = run
+        rows += samples(run, shift)
+    return runs, rows
+
+
+EISBACH = {"name": "eisbach", "lam": 0.5}
+NONE = {"name": "none"}
+
+
+def claims_by_id(claims):
+    return {c["id"]: c for c in claims}
+
+
+def test_pairs_are_the_table2_run_against_its_baseline():
+    runs, rows = build(
+        [(EISBACH, DORA, s, 1.0) for s in (0, 1)]
+        + [(NONE, DORA, s, 0.0) for s in (0, 1)]
+        + [({"name": "eisbach", "lam": 0.3}, DORA, 0, 5.0)]  # another lambda of the sweep
+        + [(EISBACH, LORA, 0, 5.0)]  # another adapter type
+        + [({"name": "eisbach_shuffled", "lam": 0.5}, DORA, 0, 5.0)]  # a control
+    )
+    pairs = table2_pairs(rows, runs, CFG)
+    assert sorted(seed for _, seed in pairs) == [0, 1]
+    for (_, seed), ps in pairs.items():
+        assert len(ps) == len(PROMPTS) * len(SAMPLE_SEEDS)
+        for barrier, baseline in ps:
+            assert barrier["run_id"] == f"eisbach-l0.5_dora-r4_s{seed}"
+            assert baseline["run_id"] == f"none_dora-r4_s{seed}"
+            assert (barrier["prompt_id"], barrier["seed"]) == (
+                baseline["prompt_id"],
+                baseline["seed"],
+            )
+    assert len(table2_pairs(rows, runs, CFG | {"table2_lam": 0.3})) == 1
+    assert table2_pairs(rows, runs, CFG | {"table2_adapter": "lora"}) == {}
+
+
+def test_a_consistent_shift_is_judged_and_pairing_removes_the_prompt_spread():
+    runs, rows = build(
+        [(EISBACH, DORA, s, 0.5) for s in (0, 1)] + [(NONE, DORA, s, 0.0) for s in (0, 1)]
+    )
+    claims = claims_by_id(table2_claims(rows, runs, CFG))
+    for name, spec in METRICS.items():
+        if not spec.table2:
+            continue
+        c = claims[f"table2.{name}"]
+        assert c["diff"] == pytest.approx(0.5) and c["ci_high"] - c["ci_low"] < 1e-6
+        assert c["verdict"] == ("supported" if spec.higher_is_barrier else "contradicted")
+        assert (c["seeds"], c["pairs"]) == (2, 2 * len(PROMPTS) * len(SAMPLE_SEEDS))
+
+
+def test_seeds_that_disagree_and_a_single_seed_are_inconclusive():
+    runs, rows = build(
+        [(EISBACH, DORA, 0, 1.0), (EISBACH, DORA, 1, -1.0)] + [(NONE, DORA, s, 0.0) for s in (0, 1)]
+    )
+    c = claims_by_id(table2_claims(rows, runs, CFG))["table2.dynamic_range_db"]
+    assert c["ci_low"] < 0 < c["ci_high"] and c["verdict"] == "inconclusive"
+
+    runs, rows = build([(EISBACH, DORA, 0, 1.0), (NONE, DORA, 0, 0.0)])
+    c = claims_by_id(table2_claims(rows, runs, CFG))["table2.dynamic_range_db"]
+    assert c["ci_low"] > 0 and c["verdict"] == "inconclusive"
+    assert "one training seed" in c["reason"]
+
+
+def test_a_grid_without_the_table2_run_names_what_is_missing():
+    runs, rows = build([({"name": "eisbach", "lam": 0.3}, DORA, 0, 1.0), (NONE, DORA, 0, 0.0)])
+    claims = table2_claims(rows, runs, CFG)
+    assert all(c["verdict"] == "inconclusive" for c in claims)
+    assert "lambda 0.5 with dora" in claims_by_id(claims)["table2.pca_coverage"]["reason"]
+
+
+def test_absolute_dynamic_range_levels():
+    runs, rows = build(
+        [(EISBACH, DORA, s, 35.0) for s in (0, 1)] + [(NONE, DORA, s, 0.0) for s in (0, 1)]
+    )
+    levels = claims_by_id(table2_claims(rows, runs, CFG))["table2.dynamic_range_levels"]
+    # barrier ~ 46 dB > 40, baseline ~ 11 dB < 25
+    assert levels["verdict"] == "supported"
+    assert levels["ci_low"] > 40 and levels["baseline_ci"][1] < 25

@@ -176,8 +176,24 @@ def provenance_section(records: dict[str, dict]) -> str:
     packages = records[next(iter(records))].get("packages", {})
     pkg = ", ".join(f"{esc(k)} {esc(v)}" for k, v in packages.items())
     return (
-        "<h2>Provenance</h2><table><tr><th>artefact</th><th>config hash</th><th>git commit</th>"
+        "<h2>Provenance</h2>"
+        + mixed_commits_warning(records)
+        + "<table><tr><th>artefact</th><th>config hash</th><th>git commit</th>"
         f"<th>created</th></tr>{rows}</table><p>Packages: {pkg}</p>"
+    )
+
+
+def mixed_commits_warning(records: dict[str, dict]) -> str:
+    """Snakemake reruns a job when its inputs, parameters or shell command change, not when the
+    eisbach code it runs does; so after a code change, old artefacts can sit beside new ones."""
+    commits = sorted({p.get("git_commit") or "unknown" for p in records.values()})
+    if len(commits) < 2:
+        return ""
+    return (
+        f'<p class="note">These artefacts come from {len(commits)} different code versions '
+        f"({esc(', '.join(commits))}): a job reruns when its inputs, parameters or command "
+        "change, not when the code it runs does. To rebuild everything with the current code, "
+        "run <code>snakemake --cores all --forceall</code>.</p>"
     )
 
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import sys
@@ -25,18 +24,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_CSV = REPO.parent / "shared" / "data" / "musiccaps-public.csv"
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "scripts", "envs")
 GOAL_S = 15.0
-
-
-def copy_workflow(dest: Path) -> Path:
-    for name in WORKFLOW_FILES:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name)
-        else:
-            shutil.copy2(src, dest / name)
-    return dest
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import copy_workflow  # noqa: E402  (the test suite's copy of the workflow)
 
 
 def job_counts(text: str) -> dict[str, int]:

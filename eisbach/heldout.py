@@ -5,7 +5,7 @@ The grid's controls (``constant`` at the matched weight, ``eisbach_shuffled``, `
 step helps". Sampling every control is costly; this score is not. Each eval clip is noised at
 each t of a fixed grid with noise drawn from (seed, clip id, t index) at the clip's own length,
 and the eval batches are the same unshuffled stream for every run, so two runs' scores pair up
-clip by clip (``eisbach.evaluate.control_comparisons``). The loss is the plain masked MSE of the
+clip by clip (``eisbach.controls``). The loss is the plain masked MSE of the
 backend's objective, unweighted, with the text condition kept.
 """
 
@@ -55,6 +55,7 @@ def heldout_loss(backend, model, latents_dir, cfg: dict, device, autocast) -> li
         x0, mask = batch.latents, batch.mask
         n_frames = mask.sum(-1).tolist()
         cond, cond_mask = batch.cond.to(device), batch.cond_mask.to(device)
+        mask_d, ones = mask.to(device), torch.ones(len(batch.ids), device=device)
         for k, t_value in enumerate(t_grid):
             noise = torch.zeros_like(x0)
             for b, (clip_id, n) in enumerate(zip(batch.ids, n_frames, strict=True)):
@@ -63,10 +64,9 @@ def heldout_loss(backend, model, latents_dir, cfg: dict, device, autocast) -> li
             x_t, target = objectives.noisy_input(backend.objective, x0, noise, t)
             with autocast:
                 pred = backend.dit_forward(
-                    model, x_t.to(device), t.to(device), cond, cond_mask, mask=mask.to(device)
+                    model, x_t.to(device), t.to(device), cond, cond_mask, mask=mask_d
                 )
-            ones = torch.ones(len(batch.ids), device=device)
-            per_sample, _ = weighted_loss(pred.float(), target.to(device), ones, mask.to(device))
+            per_sample, _ = weighted_loss(pred.float(), target.to(device), ones, mask_d)
             rows += [
                 {"sample_id": clip_id, "t": t_value, "loss": float(loss)}
                 for clip_id, loss in zip(batch.ids, per_sample.cpu().tolist(), strict=True)

@@ -481,7 +481,7 @@ class _Uniforms:
         return min(int(self.values[self.k - 1] * n), n - 1)
 
 
-EPOCH_END = "epoch end"
+EPOCH_END = object()  # marks the end of an epoch in a stream of blocks
 
 
 def _shuffled(blocks, row_groups: int, draws: _Uniforms | None):

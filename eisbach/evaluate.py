@@ -7,7 +7,10 @@ prompt and sampling seed, which share their initial noise. The CI of the mean di
 two-stage bootstrap over training seeds and then pairs (eisbach.stats). A verdict is "supported"
 when that CI excludes 0 in the paper's direction, "contradicted" when it excludes 0 the other
 way, and "inconclusive" otherwise, with one training seed, or when the grid lacks what a claim
-needs. The controls are compared on the held-out loss (eisbach.controls).
+needs. The predictions P1-P5 are eisbach.predictions; every verdict is then adjusted across all
+claims by Holm's rule (eisbach.stats.holm). The controls are compared on the held-out loss
+(eisbach.controls). Each clip is analysed once: analyses are cached by the clip's sha256
+(eisbach.score_cache), so a rerun scores only new clips. docs/metrics.md has the definitions.
 """
 
 from __future__ import annotations
@@ -23,13 +26,13 @@ import pyarrow.parquet as pq
 import soundfile as sf
 from tqdm import tqdm
 
-from eisbach import provenance
+from eisbach import diversity, provenance
 from eisbach.atomic import write_json, write_parquet
 from eisbach.controls import control_comparisons
-from eisbach.metrics import METRICS, bootstrap_ci, compute_metrics, verdict
-from eisbach.stats import clustered_ci
-
-LOW_T, HIGH_T = 0.3, 0.7
+from eisbach.metrics import METRICS, analyse, verdict
+from eisbach.predictions import prediction_claims
+from eisbach.score_cache import ScoreCache, metrics_version
+from eisbach.stats import bootstrap_p, clustered_bootstrap, holm
 
 
 def group_of(run: dict | None) -> str:
@@ -44,47 +47,52 @@ def group_of(run: dict | None) -> str:
     return "control"
 
 
-def score_samples(index: list[dict], runs: dict[str, dict]) -> pa.Table:
-    rows = []
+def analyse_clip(path, cache: ScoreCache, stats: dict):
+    """(sha256, Analysis) of one WAV, from the cache when this clip was scored before."""
+    sha = provenance.file_sha256(path)
+    found = cache.get(sha)
+    if found is None:
+        audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        found = analyse(audio.mean(axis=1), rate)
+        cache.put(sha, found)
+        stats["scored"] += 1
+    else:
+        stats["cached"] += 1
+    return sha, found
+
+
+def score_samples(index: list[dict], runs: dict[str, dict], cache: ScoreCache, stats: dict):
+    rows, analyses = [], {}
     for entry in tqdm(index, desc="metrics", unit="clip", mininterval=2):
-        audio, rate = sf.read(entry["path"], dtype="float32", always_2d=True)
+        sha, found = analyse_clip(entry["path"], cache, stats)
+        analyses[sha] = found
         run = runs.get(entry["run_id"])
         rows.append(
             entry
             | {
+                "sha256": sha,
                 "group": group_of(run),
                 "scheme": "base" if run is None else run["scheme"]["name"],
                 "lam": None if run is None else run["scheme"].get("lam"),
                 "adapter": None if run is None else run["adapter"]["type"],
                 "train_seed": None if run is None else run["seed"],
             }
-            | compute_metrics(audio.mean(axis=1), rate)
+            | found.metrics
         )
-    return pa.Table.from_pylist(rows)
+    return pa.Table.from_pylist(rows), analyses
 
 
-def compare(x, y, higher_is_barrier: bool, cfg: dict) -> dict:
-    x = np.asarray(x, float)
-    y = np.asarray(y, float)
-    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
-    if len(x) < 2 or len(y) < 2:
-        return {
-            "verdict": "inconclusive",
-            "reason": f"too few finite values (barrier {len(x)}, baseline {len(y)})",
-        }
-    diff, lo, hi = bootstrap_ci(
-        x, y, n_boot=int(cfg["n_boot"]), seed=int(cfg["seed"]), alpha=float(cfg["alpha"])
-    )
-    return {
-        "barrier_mean": float(x.mean()),
-        "baseline_mean": float(y.mean()),
-        "n_barrier": int(len(x)),
-        "n_baseline": int(len(y)),
-        "diff": diff,
-        "ci_low": lo,
-        "ci_high": hi,
-        "verdict": verdict(lo, hi, higher_is_barrier),
-    }
+def score_references(manifest: list[dict], cache: ScoreCache, stats: dict) -> list[dict]:
+    """The metrics of the training and eval clips (status ok), to read the samples against."""
+    rows = []
+    for clip in manifest:
+        if clip["status"] != "ok" or not clip.get("path"):
+            continue
+        sha, found = analyse_clip(clip["path"], cache, stats)
+        rows.append(
+            {"id": clip["id"], "split": clip["split"], "path": clip["path"]} | found.metrics
+        )
+    return rows
 
 
 def table2_selection(cfg: dict) -> tuple[float, str]:
@@ -125,17 +133,20 @@ def paired_claim(pairs: dict, name: str, higher_is_barrier: bool, cfg: dict) -> 
     }
     finite = {cluster: ps for cluster, ps in finite.items() if ps}
     values = [v for ps in finite.values() for v in ps]
-    ci = clustered_ci(
-        [np.array([x - y for x, y in ps]) for ps in finite.values()],
-        cfg["n_boot"],
-        cfg["seed"],
-        float(cfg["alpha"]),
+    boot = clustered_bootstrap(
+        [np.array([x - y for x, y in ps]) for ps in finite.values()], cfg["n_boot"], cfg["seed"]
     )
     result = {"pairs": len(values), "seeds": len(finite)}
-    if ci is None:
+    dropped = sum(len(ps) for ps in pairs.values()) - len(values)
+    if dropped:
+        result["nan_pairs"] = dropped
+    if boot is None:
         return result | {"verdict": "inconclusive", "reason": f"{len(values)} finite pairs"}
-    diff, lo, hi = ci
+    diff, boots = boot
+    alpha = float(cfg["alpha"])
+    lo, hi = (float(q) for q in np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
     result |= {
+        "p_value": bootstrap_p(boots),
         "barrier_mean": float(np.mean([x for x, _ in values])),
         "baseline_mean": float(np.mean([y for _, y in values])),
         "diff": diff,
@@ -180,27 +191,36 @@ def table2_claims(per_sample: list[dict], runs: dict[str, dict], cfg: dict) -> l
 
 
 def dynamic_range_levels(pairs: dict, cfg: dict) -> dict:
-    """The paper's absolute levels: barrier > 40 dB while baseline < 25 dB."""
+    """The paper's absolute levels: barrier > 40 dB while baseline < 25 dB. Its p-value is that
+    of the weaker of the two one-sided tests (both must hold)."""
     claim = {
         "id": "table2.dynamic_range_levels",
         "claim": "barrier dynamic range > 40 dB and baseline < 25 dB",
         "metric": "dynamic_range_db",
         "unit": "dB",
     }
-    args = (cfg["n_boot"], cfg["seed"], float(cfg["alpha"]))
-    barrier = clustered_ci([[x["dynamic_range_db"] for x, _ in ps] for ps in pairs.values()], *args)
-    baseline = clustered_ci(
+    args = (cfg["n_boot"], cfg["seed"])
+    barrier = clustered_bootstrap(
+        [[x["dynamic_range_db"] for x, _ in ps] for ps in pairs.values()], *args
+    )
+    baseline = clustered_bootstrap(
         [[y["dynamic_range_db"] for _, y in ps] for ps in pairs.values()], *args
     )
     if barrier is None or baseline is None:
         return claim | {"verdict": "inconclusive", "reason": "too few finite values"}
-    (bm, blo, bhi), (cm, clo, chi) = barrier, baseline
+    alpha = float(cfg["alpha"])
+    (bm, bboots), (cm, cboots) = barrier, baseline
+    blo, bhi = (float(q) for q in np.quantile(bboots, [alpha / 2, 1 - alpha / 2]))
+    clo, chi = (float(q) for q in np.quantile(cboots, [alpha / 2, 1 - alpha / 2]))
+    p_supported = max(bootstrap_p(bboots, 40.0, "greater"), bootstrap_p(cboots, 25.0, "less"))
+    p_contradicted = min(bootstrap_p(bboots, 40.0, "less"), bootstrap_p(cboots, 25.0, "greater"))
+    p_value = p_supported
     if len(pairs) < 2:
         v = "inconclusive"
     elif blo > 40 and chi < 25:
         v = "supported"
     elif bhi < 40 or clo > 25:
-        v = "contradicted"
+        v, p_value = "contradicted", p_contradicted
     else:
         v = "inconclusive"
     return claim | {
@@ -209,134 +229,152 @@ def dynamic_range_levels(pairs: dict, cfg: dict) -> dict:
         "ci_low": blo,
         "ci_high": bhi,
         "baseline_ci": [clo, chi],
+        "p_value": p_value,
         "verdict": v,
         "reason": "CIs are of each group's mean level (clustered by training seed), not of the "
         "difference" + ("; one training seed" if len(pairs) < 2 else ""),
     }
 
 
-def correlation(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3 or a.std() == 0 or b.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
+def adjust_for_multiple_claims(claims: list[dict], alpha: float) -> list[dict]:
+    """Holm's step-down rule over every claim with a p-value: a "supported" or "contradicted"
+    verdict whose p-value Holm does not reject becomes "inconclusive", saying why."""
+    decisions = holm({c["id"]: c.get("p_value", float("nan")) for c in claims}, alpha)
+    out = []
+    for claim in claims:
+        decision = decisions.get(claim["id"])
+        claim = dict(claim, verdict_unadjusted=claim["verdict"])
+        if decision is not None:
+            claim["holm"] = decision
+            if claim["verdict"] in ("supported", "contradicted") and not decision["rejected"]:
+                claim["verdict"] = "inconclusive"
+                claim["reason"] = (
+                    f"{claim['verdict_unadjusted']} before Holm's adjustment; p = "
+                    f"{claim['p_value']:.3g} > {decision['threshold']:.3g} (rank "
+                    f"{decision['rank']} of {decision['family']} claims)"
+                )
+        out.append(claim)
+    return out
 
 
-def prediction_claims(logs: dict[str, list[dict]], runs: dict[str, dict], cfg: dict) -> list[dict]:
-    barrier_log = [r for rid, log in logs.items() if group_of(runs[rid]) == "barrier" for r in log]
-    claims = []
-    if not barrier_log:
-        reason = "the grid has no eisbach run with lam > 0"
-        return [
-            {"id": p, "verdict": "inconclusive", "reason": reason}
-            for p in ("P1", "P2", "P3", "P4", "P5")
-        ]
-    t = np.array([r["t"] for r in barrier_log])
-    w = np.array([r["w"] for r in barrier_log])
-    h = np.array([r["H"] for r in barrier_log])
-    loss = np.array([r["raw_loss"] for r in barrier_log])
-    low, high = t < LOW_T, t > HIGH_T
-    p1 = compare(w[low], w[high], True, cfg)
-    claims.append(
-        {
-            "id": "P1",
-            "claim": f"w is higher at low noise (t<{LOW_T}) than at high noise (t>{HIGH_T})",
-            "metric": "w (training log)",
-            **p1,
-        }
-    )
+def fd_group_label(row: dict) -> str:
+    """Samples pooled over training seeds: base, or the run id without its seed."""
+    return "base" if row["group"] == "base" else row["run_id"].rsplit("_s", 1)[0]
 
-    rng = np.random.default_rng(int(cfg["seed"]))
-    idx_low, idx_high = np.flatnonzero(low), np.flatnonzero(high)
-    p5 = {"id": "P5", "claim": "corr(H, loss) is positive at low t and lower at high t"}
-    if len(idx_low) >= 3 and len(idx_high) >= 3:
-        c_low, c_high = correlation(h[low], loss[low]), correlation(h[high], loss[high])
-        boots = []
-        for _ in range(int(cfg["n_boot"])):
-            bl = rng.choice(idx_low, len(idx_low))
-            bh = rng.choice(idx_high, len(idx_high))
-            boots.append(correlation(h[bl], loss[bl]) - correlation(h[bh], loss[bh]))
-        boots = np.asarray(boots)
-        boots = boots[np.isfinite(boots)]
-        if len(boots) and np.isfinite(c_low):
-            alpha = float(cfg["alpha"])
-            lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-            v = verdict(float(lo), float(hi), True)
-            if v == "supported" and not c_low > 0:
-                v = "inconclusive"
-            p5 |= {"corr_low_t": c_low, "corr_high_t": c_high, "diff": c_low - c_high}
-            p5 |= {"ci_low": float(lo), "ci_high": float(hi), "verdict": v}
-        else:
-            p5 |= {"verdict": "inconclusive", "reason": "H or loss is constant within a t-bin"}
+
+def embedding_distances(rows: list[dict], references: list[dict], cfg: dict, cache_dir: Path):
+    """FD-musicnn of every sample group against the training and eval clips, and the paper
+    profile's anchors; each says why when it is skipped."""
+    fd_cfg = cfg.get("fd", {"enabled": False})
+    out = {}
+    refs = {
+        split: [Path(r["path"]) for r in references if r["split"] == split]
+        for split in sorted({r["split"] for r in references})
+    }
+    if fd_cfg.get("enabled", False):
+        from eisbach.frechet import fd_table
+
+        groups: dict[str, list[Path]] = {}
+        for row in rows:
+            groups.setdefault(fd_group_label(row), []).append(Path(row["path"]))
+        out["fd_musicnn"] = fd_table(groups, refs, fd_cfg, cache_dir / "musicnn")
     else:
-        p5 |= {"verdict": "inconclusive", "reason": "too few logged samples per t-bin"}
-    claims.append(p5)
+        out["fd_musicnn"] = [{"skipped": True, "reason": "evaluate.fd.enabled is false"}]
+    anchors_cfg = cfg.get("anchors")
+    if anchors_cfg:
+        from eisbach.anchors import anchor_table
 
-    lams = sorted(
-        {runs[rid]["scheme"].get("lam") for rid in logs if group_of(runs[rid]) == "barrier"}
-    )
-    adapters = sorted({runs[rid]["adapter"]["type"] for rid in logs})
-    claims.append(
-        {
-            "id": "P2",
-            "claim": "the best lambda is 0.3-0.7, with diversity collapse beyond 0.8",
-            "verdict": "inconclusive",
-            "reason": f"needs a lambda sweep; this grid has lambda {lams}",
-        }
-    )
-    claims.append(
-        {
-            "id": "P3",
-            "claim": "higher cross-seed structural consistency with higher detail diversity",
-            "verdict": "inconclusive",
-            "reason": "the cross-seed consistency and diversity metrics are not built yet",
-        }
-    )
-    claims.append(
-        {
-            "id": "P4",
-            "claim": "LoRA-only covers less PCA area than DoRA with the barrier",
-            "verdict": "inconclusive",
-            "reason": f"needs both LoRA and DoRA runs; this grid has {adapters}",
-        }
-    )
-    return claims
+        out["anchors"] = anchor_table(rows, refs, anchors_cfg)
+    else:
+        out["anchors"] = [{"skipped": True, "reason": "no evaluate.anchors in this profile"}]
+    return out
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--index", type=Path, required=True)
+    parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders")
     parser.add_argument("--evaluate-json", required=True)
     parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument(
+        "--cache-dir", type=Path, help="analyses kept between runs (default OUT_DIR/cache)"
+    )
     args = parser.parse_args(argv)
     cfg = json.loads(args.evaluate_json)
+    cache_dir = args.cache_dir or args.out_dir / "cache"
+    cache = ScoreCache(cache_dir / "analyses")
 
     runs = {d.name: json.loads((d / "run.json").read_text()) for d in args.runs}
     logs = {d.name: pq.read_table(d / "train_log.parquet").to_pylist() for d in args.runs}
     heldout = {d.name: pq.read_table(d / "heldout_loss.parquet").to_pylist() for d in args.runs}
     index = pq.read_table(args.index).to_pylist()
-    per_sample = score_samples(index, runs)
-    stage_config = {"evaluate": cfg, "runs": sorted(runs)}
+    stats = {"scored": 0, "cached": 0}
+    per_sample, analyses = score_samples(index, runs, cache, stats)
+    references = score_references(pq.read_table(args.manifest).to_pylist(), cache, stats)
+    rows = per_sample.to_pylist()
+    prompt_rows = diversity.per_prompt(rows, analyses)
+
+    stage_config = {"evaluate": cfg, "runs": sorted(runs), "metrics_version": metrics_version()}
     meta = provenance.parquet_metadata(stage_config, stage="evaluate")
     write_parquet(args.out_dir / "per_sample.parquet", per_sample.replace_schema_metadata(meta))
+    write_parquet(
+        args.out_dir / "per_prompt.parquet",
+        pa.Table.from_pylist(prompt_rows).replace_schema_metadata(meta),
+    )
+    write_parquet(
+        args.out_dir / "reference.parquet",
+        pa.Table.from_pylist(references).replace_schema_metadata(meta),
+    )
 
-    rows = per_sample.to_pylist()
+    claims = table2_claims(rows, runs, cfg) + prediction_claims(
+        logs, runs, prompt_rows, rows, cfg, group_of
+    )
     summary = {
-        "claims": table2_claims(rows, runs, cfg) + prediction_claims(logs, runs, cfg),
+        "claims": adjust_for_multiple_claims(claims, float(cfg["alpha"])),
+        "multiple_comparisons": {
+            "method": "holm",
+            "alpha": float(cfg["alpha"]),
+            "family": sum(1 for c in claims if np.isfinite(c.get("p_value", np.nan))),
+        },
         "controls": control_comparisons(runs, heldout, cfg),
         "metrics": {name: asdict(spec) for name, spec in METRICS.items()},
         "groups": {
             g: sorted({r["run_id"] for r in rows if r["group"] == g})
             for g in ("barrier", "baseline", "base", "control")
         },
+        "static_clips": {
+            g: {
+                "static": int(sum(r["static_clip"] == 1 for r in rows if r["group"] == g)),
+                "clips": int(sum(1 for r in rows if r["group"] == g)),
+            }
+            for g in sorted({r["group"] for r in rows})
+        },
+        "references": reference_summary(references),
+        "embedding_distances": embedding_distances(rows, references, cfg, cache_dir),
         "weight_spread": {
             rid: {"mean_applied_weight": run["mean_applied_weight"], "by_t": run["spread_by_t"]}
             for rid, run in runs.items()
         },
+        "scoring": stats | {"metrics_version": metrics_version()},
         "provenance": provenance.provenance(stage_config),
     }
     write_json(args.out_dir / "summary.json", summary)
+    print(f"scored {stats['scored']} clips, {stats['cached']} from the cache")
     for claim in summary["claims"]:
         print(f"{claim['id']}: {claim['verdict']}")
     for c in summary["controls"]:
         print(f"control {c['control']} vs {c['reference']} ({c['adapter']}): {c['reading']}")
+
+
+def reference_summary(references: list[dict]) -> dict:
+    """Mean of each metric over the training and the eval clips."""
+    out = {}
+    for split in sorted({r["split"] for r in references}):
+        clips = [r for r in references if r["split"] == split]
+        out[split] = {"clips": len(clips)} | {
+            name: (float(np.nanmean(v)) if np.isfinite(v).any() else None)
+            for name in METRICS
+            for v in [np.array([r[name] for r in clips], float)]
+        }
+    return out

@@ -11,6 +11,8 @@ of the registry's parameters an entry may carry:
   and seed; at run time c is that eisbach run's mean applied weight (its run.json).
 - ``seeds``: a subset of ``grid.seeds`` for this entry (e.g. controls at one seed only).
 - ``sample``: false trains and logs the runs but leaves them out of sampling and metrics.
+- ``adapters``: adapters for this entry instead of ``grid.adapters`` (a LoRA barrier run beside
+  a DoRA grid, for P4).
 
 run_id names the scheme, its parameters, the adapter and the seed:
 ``eisbach-l0.5_dora-r16_s0``, ``none_dora-r16_s0``, ``constant-matched-l0.5_dora-r16_s0``.
@@ -21,7 +23,7 @@ from __future__ import annotations
 from eisbach.weighting import LAMBDA_SCHEMES, REGISTRY
 
 PARAM_TAGS = {"lam": "l", "gamma": "g", "c": "c"}
-ENTRY_OPTIONS = ("seeds", "sample")
+ENTRY_OPTIONS = ("seeds", "sample", "adapters")
 
 
 def _fmt(value) -> str:
@@ -70,7 +72,7 @@ def expand_grid(grid: dict) -> dict[str, dict]:
         unknown = sorted(set(seeds) - set(seeds_all))
         if unknown:
             raise ValueError(f"grid: scheme {scheme['name']} seeds {unknown} not in grid.seeds")
-        for adapter in grid["adapters"]:
+        for adapter in entry.get("adapters", grid["adapters"]):
             for seed in seeds:
                 rid = run_id(scheme, adapter, seed)
                 if rid in runs:

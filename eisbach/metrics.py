@@ -1,76 +1,22 @@
-"""Structure metrics for the Eisbach log-barrier claims (barrier vs. unweighted "Table 2").
+"""Structure metrics for the Table 2 claims, validated on signals whose answer is known.
 
-Every metric is computed from one mono clip by :func:`compute_metrics`; the claimed
-direction of each (barrier vs. baseline) is recorded in :data:`METRICS`.  Group
-comparisons use :func:`bootstrap_ci` and :func:`verdict`.
+docs/metrics.md defines every metric (formula, librosa calls, parameters, units, what it is
+invariant to) and justifies it against the paper's wording. In short:
 
-Shared analysis (all metrics)
------------------------------
-* STFT: ``n_fft = 2048`` (128 ms at 16 kHz), ``hop = 512`` (32 ms), Hann window, centred
-  frames; frame ``t`` of every feature below is frame ``t`` of the RMS envelope.
-* Silence gate: frame RMS (``librosa.feature.rms``, same framing) in dBFS
-  (``20 log10 rms``, full scale = 1.0).  A frame passes when its level is above
-  ``-80 dBFS`` **and** within ``60 dB`` of the loudest frame.  The pass mask is eroded by
-  one window length (4 frames) on each side, clip edges counting as silence, so an
-  *active* frame's whole analysis window lies in non-silent audio: centred-framing
-  padding and the clicks where sound meets digital silence never enter a metric, and
-  prepending/appending silence leaves every metric (nearly) unchanged.  All metrics use
-  active frames only.  With fewer than :data:`MIN_ACTIVE_FRAMES` (8, about 0.26 s)
-  active frames the clip counts as silent and every metric is NaN (any clip shorter
-  than about 0.5 s therefore gives NaN).
+* Every clip is analysed at one internal rate (``ANALYSIS_RATE``, 16 kHz mono) with frames
+  fixed in seconds, so the source sample rate barely moves a metric.
+* Silence is gated (frame RMS above -80 dBFS and within 60 dB of the loudest frame, eroded by
+  one window) and every metric uses active frames only; under 8 active frames gives NaN.
+* Spectra are floored at ``FLOOR_DB`` below the clip's loudest bin before any logarithm, so a
+  quiet noise floor (-70 dBFS) under music does not move the metrics; all metrics are relative
+  to the clip's own level, so gain does not move them.
+* ``ssm_block_scale`` is NaN for a clip without a section boundary (a drone, stationary noise),
+  with ``static_clip`` = 1 saying why: a clip that never changes has no block scale, and must
+  not win the block-scale claim by being one block.
 
-Metric definitions
-------------------
-``ssm_block_scale`` (s)
-    Two per-frame features: chroma (12 bins, ``chroma_stft`` of the power STFT, no tuning
-    estimation) and a log-compressed 64-band mel spectrum ``log1p(1000 * mel / max(mel))``
-    (gain invariant, non-negative, so stationary noise is self-similar, unlike MFCCs).
-    Each is L2-normalised per frame, averaged over a centred moving window of about
-    :data:`SSM_SMOOTH_S` s (17 frames at 16 kHz; this bridges single notes so that a
-    sustained harmony or arpeggio counts as one block) and re-normalised.  The
-    self-similarity matrix over the active frames is the mean of the two cosine
-    similarity matrices.  For every frame ``i`` we take the contiguous run of frames ``j``
-    around ``i`` (forward and backward along row ``i``) whose similarity to ``i`` stays at
-    or above :data:`SSM_THRESHOLD` (0.9); the metric is the mean run length in seconds
-    over all active frames.  A frame inside a homogeneous block of length ``B`` has run
-    ``B``, so the value is the frame-weighted mean block length ``sum(B^2) / sum(B)``.
-    A clip that never changes (a drone, stationary noise) scores its whole active
-    duration, the maximum possible, so values are comparable only between clips of
-    equal length.
-``spectral_contrast_db`` (dB)
-    Mean of ``librosa.feature.spectral_contrast`` (magnitude STFT, ``fmin = 200 Hz``,
-    up to 6 octave bands, fewer when the Nyquist frequency requires it) over all bands
-    and active frames.  librosa's convention is used as is (``power_to_db`` applied to
-    band peak/valley magnitudes).
-``flux_sparsity`` (Gini coefficient, 0-1)
-    Spectral flux = ``librosa.onset.onset_strength`` with ``lag=1, max_size=1,
-    center=False``: the mean over 128 mel bands of the positive increase of the log-mel
-    spectrogram (dB) from frame ``t-1`` to ``t``, kept for pairs of consecutive active
-    frames.  The metric is the Gini coefficient of these flux values: near 1 when the
-    flux is concentrated in a few peaks (transitions), lower when change is spread
-    uniformly (about 0.1 for white noise).  0 when the flux is identically zero.  Being
-    scale free, it reflects numerical jitter for a perfectly static synthetic tone.
-``flux_mean`` (dB per frame)
-    Mean of the same spectral flux over active frames (secondary statistic).
-``pca_coverage`` (dB^2)
-    Features: log-mel spectrogram (64 mel bands, dB relative to the clip's loudest bin,
-    floored at -80 dB) of the active frames, centred per band and divided by
-    ``sqrt(64)`` so that a frame's distance from the mean is its RMS-over-bands dB
-    deviation.  Standardisation is to a fixed dB scale rather than per-band z-scores:
-    z-scoring would inflate the numerical jitter of a steady drone to unit variance.  The
-    frames are projected on the first two principal components (SVD, sign fixed so that
-    each component's largest-magnitude loading is positive) and the metric is the area of
-    the convex hull of the 2-D trajectory (``scipy.spatial.ConvexHull``), in dB^2.  It
-    is invariant to overall gain; a degenerate (collinear or constant) trajectory has
-    area 0.
-``dynamic_range_db`` (dB)
-    ``p95 - p5`` of the active frames' RMS level in dB (percentiles, never max/min, so
-    single clicks or fade tails do not dominate; silence is removed by the gate above,
-    so appended digital silence leaves the value unchanged).
-
-``compute_metrics`` raises ``ValueError`` only for malformed input (not 1-D, or
-non-finite samples, or a non-positive sample rate); silent, near-silent or empty clips
-give NaN, never an exception.
+:func:`analyse` returns the metrics with the clip's fixed-size self-similarity matrix (for
+cross-seed consistency) and its embedding (for the Vendi score); :func:`compute_metrics`
+returns the metrics alone.
 """
 
 from __future__ import annotations
@@ -81,36 +27,39 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = [
+    "ANALYSIS_RATE",
     "METRICS",
+    "Analysis",
     "MetricSpec",
+    "analyse",
     "bootstrap_ci",
     "compute_metrics",
     "verdict",
 ]
 
-# --- analysis constants ------------------------------------------------------------------
-N_FFT = 2048
-HOP_LENGTH = 512
+ANALYSIS_RATE = 16_000
+N_FFT = 2048  # 128 ms
+HOP_LENGTH = 512  # 32 ms
+N_MELS = 64
 GATE_ABS_DBFS = -80.0
 GATE_REL_DB = 60.0
 MIN_ACTIVE_FRAMES = 8
-SSM_THRESHOLD = 0.9
-SSM_SMOOTH_S = 0.5
-SSM_N_MELS = 64
-SSM_MEL_GAMMA = 1000.0
+FLOOR_DB = 60.0  # spectra floored this far below the clip's loudest bin
+SSM_SMOOTH_S = 0.25
+NOVELTY_HALF_S = 0.5  # Foote kernel half-width: sections from about 0.5 s up are resolved
+NOVELTY_MIN = 0.1  # a boundary lowers within-vs-across similarity by at least this much
+SSM_GRID = 64  # the fixed-size SSM kept for cross-seed consistency
 CONTRAST_FMIN = 200.0
-CONTRAST_MAX_BANDS = 6
-FLUX_N_MELS = 128
-PCA_N_MELS = 64
-PCA_TOP_DB = 80.0
-_SSM_ROW_CHUNK = 512
-_BOOT_BLOCK_ELEMENTS = 2_000_000
+CONTRAST_BANDS = 5  # octaves 200 Hz .. 6.4 kHz, below any resampler's cutoff at 16 kHz
+CONTRAST_FMAX = CONTRAST_FMIN * 2.0**CONTRAST_BANDS
+CONTRAST_SMOOTH_S = 0.25
+FLUX_SOFT_DB = 0.5  # dB/frame added before the Gini: jitter of a static tone is not "sparse"
 _EPS = 1e-12
 
 
 @dataclass(frozen=True)
 class MetricSpec:
-    """Metadata for one metric: what it is and which direction the paper claims."""
+    """One metric: what it is and which direction the paper claims for the barrier."""
 
     name: str
     description: str
@@ -122,98 +71,84 @@ class MetricSpec:
 
 _SPECS = [
     MetricSpec(
-        name="ssm_block_scale",
-        description=(
-            "Mean over active frames of the length (s) of the contiguous run of frames "
-            "whose similarity to that frame stays >= 0.9 in the mean of the chroma and "
-            "compressed-mel cosine self-similarity matrices (0.5 s smoothed features), "
-            "i.e. the frame-weighted mean homogeneous-block length."
-        ),
-        unit="s",
-        higher_is_barrier=True,
+        "ssm_block_scale",
+        "Frame-weighted mean length of the homogeneous blocks of the self-similarity matrix "
+        "(chroma and compressed mel, 0.25 s smoothing, cosine >= 0.9); NaN for a clip with no "
+        "section boundary (static_clip = 1)",
+        "s",
+        True,
     ),
     MetricSpec(
-        name="spectral_contrast_db",
-        description=(
-            "Mean of librosa spectral_contrast (octave-band peak-to-valley level, fmin "
-            "200 Hz) over bands and active frames."
-        ),
-        unit="dB",
-        higher_is_barrier=True,
+        "spectral_contrast_db",
+        "Mean librosa spectral_contrast over octave bands 200 Hz-6.4 kHz and active frames, "
+        "the spectrum floored 60 dB below its loudest bin",
+        "dB",
+        True,
     ),
     MetricSpec(
-        name="flux_sparsity",
-        description=(
-            "Gini coefficient of the spectral flux (librosa onset_strength, positive "
-            "log-mel difference) over active frames; high means few strong peaks."
-        ),
-        unit="gini",
-        higher_is_barrier=True,
+        "flux_sparsity",
+        "Gini coefficient of the spectral flux (librosa onset_strength of the floored log-mel) "
+        "plus 0.5 dB/frame; high when change comes in a few peaks (transitions)",
+        "gini",
+        True,
     ),
     MetricSpec(
-        name="flux_mean",
-        description=(
-            "Mean spectral flux (librosa onset_strength) over active frames; secondary "
-            "statistic whose lower-for-barrier direction is inferred from the claim of "
-            "longer coherent sections with change concentrated at transitions."
-        ),
-        unit="dB/frame",
-        higher_is_barrier=False,
+        "pca_coverage",
+        "Area of the 1-sigma ellipse of the active frames' log-mel trajectory on its first two "
+        "principal components (pi sqrt(l1 l2)), a length-robust coverage",
+        "dB^2",
+        True,
+    ),
+    MetricSpec(
+        "dynamic_range_db",
+        "95th minus 5th percentile of the active frames' RMS level",
+        "dB",
+        True,
+    ),
+    MetricSpec(
+        "flux_mean",
+        "Mean spectral flux over active frames (secondary: no stated direction)",
+        "dB/frame",
+        False,
         table2=False,
     ),
     MetricSpec(
-        name="pca_coverage",
-        description=(
-            "Convex-hull area of the active frames' 2-D PCA trajectory of the log-mel "
-            "spectrogram (dB re clip max, centred, RMS-over-bands dB scale)."
-        ),
-        unit="dB^2",
-        higher_is_barrier=True,
-    ),
-    MetricSpec(
-        name="dynamic_range_db",
-        description=(
-            "95th minus 5th percentile of frame RMS level (dBFS) over frames above "
-            "-80 dBFS and within 60 dB of the loudest frame."
-        ),
-        unit="dB",
-        higher_is_barrier=True,
+        "static_clip",
+        "1 when the clip has no section boundary (every frame is similar to the whole clip), "
+        "else 0; ssm_block_scale is then NaN",
+        "flag",
+        False,
+        table2=False,
     ),
 ]
 
 METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
 
 
-# --- helpers -----------------------------------------------------------------------------
-def _nan_result() -> dict[str, float]:
-    return {name: float("nan") for name in METRICS}
+@dataclass
+class Analysis:
+    metrics: dict[str, float]
+    ssm: np.ndarray | None  # [SSM_GRID, SSM_GRID] over the active frames, None when silent
+    embedding: np.ndarray | None  # mean and std of the floored log-mel (dB), None when silent
 
 
-def _frame_level_db(audio: np.ndarray) -> np.ndarray:
-    import librosa
+def _nan_analysis() -> Analysis:
+    return Analysis({name: float("nan") for name in METRICS}, None, None)
 
-    rms = librosa.feature.rms(y=audio, frame_length=N_FFT, hop_length=HOP_LENGTH, center=True)[0]
-    with np.errstate(divide="ignore"):
-        return 20.0 * np.log10(rms.astype(np.float64))
+
+def _seconds_to_frames(seconds: float) -> int:
+    return max(1, int(round(seconds * ANALYSIS_RATE / HOP_LENGTH)))
 
 
 def _active_mask(level_db: np.ndarray) -> np.ndarray:
-    """Gate silence, then drop frames whose analysis window reaches silence or the clip edge.
-
-    A frame passes the gate when its level is above ``GATE_ABS_DBFS`` and within
-    ``GATE_REL_DB`` of the loudest frame.  The gate mask is then eroded by
-    ``N_FFT // HOP_LENGTH`` frames (one window length) on each side, positions outside the
-    clip counting as gated.  A gated frame's window holds (almost) no signal, so every
-    kept frame's window lies inside non-silent audio: the zero padding of centred framing
-    and the clicks at silence/sound boundaries never enter a metric.
-    """
+    """Gate silence, then drop frames whose analysis window reaches silence or the clip edge,
+    so that centred-framing padding and clicks at silence boundaries never enter a metric."""
     import scipy.ndimage
 
     finite = np.isfinite(level_db)
     if not finite.any():
         return np.zeros_like(level_db, dtype=bool)
-    loudest = float(np.max(level_db[finite]))
-    floor = max(GATE_ABS_DBFS, loudest - GATE_REL_DB)
+    floor = max(GATE_ABS_DBFS, float(np.max(level_db[finite])) - GATE_REL_DB)
     gate = finite & (level_db > floor)
     radius = N_FFT // HOP_LENGTH
     return scipy.ndimage.binary_erosion(
@@ -222,79 +157,99 @@ def _active_mask(level_db: np.ndarray) -> np.ndarray:
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """L2-normalise each row; all-zero rows stay zero."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > _EPS)
 
 
-def _run_lengths(feats: list[np.ndarray], threshold: float) -> np.ndarray:
-    """Per-frame length (in frames) of the contiguous run with similarity >= threshold.
-
-    ``feats`` are (T, d_k) row-normalised feature matrices; the similarity matrix is the
-    mean of their Gram matrices.  Rows are processed in chunks to bound memory.
-    """
-    n = feats[0].shape[0]
-    cols = np.arange(n)
-    runs = np.empty(n, dtype=np.int64)
-    for start in range(0, n, _SSM_ROW_CHUNK):
-        stop = min(n, start + _SSM_ROW_CHUNK)
-        rows = np.arange(start, stop)
-        sim = sum(f[start:stop] @ f.T for f in feats) / len(feats)
-        broken = sim < threshold
-        after = broken & (cols[None, :] > rows[:, None])
-        before = broken & (cols[None, :] < rows[:, None])
-        # first break strictly after i (n if none), last break strictly before i (-1 if none)
-        first_after = np.where(after.any(axis=1), np.argmax(after, axis=1), n)
-        last_before = np.where(before.any(axis=1), n - 1 - np.argmax(before[:, ::-1], axis=1), -1)
-        runs[start:stop] = first_after - last_before - 1
-    return runs
-
-
-def _smooth_frames(sample_rate: int) -> int:
-    """Odd number of frames spanning about ``SSM_SMOOTH_S`` seconds."""
-    return max(1, int(round(SSM_SMOOTH_S * sample_rate / HOP_LENGTH))) | 1
-
-
-def _ssm_block_scale(power: np.ndarray, active: np.ndarray, sample_rate: int) -> float:
+def _self_similarity(power: np.ndarray, mel_db: np.ndarray) -> np.ndarray:
+    """Mean of the chroma and timbre cosine self-similarity matrices (librosa.segment's
+    recurrence matrix in affinity form with a fixed bandwidth would rank, not measure;
+    cosine keeps an absolute scale, so a static clip reads as one block)."""
     import librosa
     import scipy.ndimage
 
-    chroma = librosa.feature.chroma_stft(S=power, sr=sample_rate, n_fft=N_FFT, tuning=0.0)
-    mel = librosa.feature.melspectrogram(S=power, sr=sample_rate, n_fft=N_FFT, n_mels=SSM_N_MELS)
-    mel = mel[:, active]
-    timbre = np.log1p(SSM_MEL_GAMMA * mel / max(float(np.max(mel)), _EPS))
-    window = _smooth_frames(sample_rate)
-    feats = []
-    for f in (chroma[:, active], timbre):
-        f = _unit_rows(f.T.astype(np.float64))  # (T_active, d)
+    chroma = librosa.feature.chroma_stft(
+        S=power, sr=ANALYSIS_RATE, n_fft=N_FFT, tuning=0.0
+    )  # (12, T)
+    timbre = mel_db - mel_db.min()  # non-negative dB above the floor
+    window = _seconds_to_frames(SSM_SMOOTH_S) | 1
+    sims = []
+    for feat in (chroma, timbre):
+        f = _unit_rows(feat.T.astype(np.float64))
         f = scipy.ndimage.uniform_filter1d(f, size=window, axis=0, mode="nearest")
-        feats.append(_unit_rows(f))
-    runs = _run_lengths(feats, SSM_THRESHOLD)
-    return float(np.mean(runs) * HOP_LENGTH / sample_rate)
+        f = _unit_rows(f)
+        sims.append(f @ f.T)
+    return 0.5 * (sims[0] + sims[1])
 
 
-def _contrast_bands(sample_rate: int) -> int:
-    nyquist = 0.5 * sample_rate
-    n_bands = CONTRAST_MAX_BANDS
-    while n_bands > 1 and CONTRAST_FMIN * 2.0 ** (n_bands - 1) >= nyquist:
-        n_bands -= 1
-    return n_bands
+def _grid_ssm(ssm: np.ndarray) -> np.ndarray:
+    """The SSM resampled to SSM_GRID x SSM_GRID over the clip, for clips of any length."""
+    import scipy.ndimage
+
+    zoom = SSM_GRID / ssm.shape[0]
+    return scipy.ndimage.zoom(ssm, zoom, order=1, mode="nearest")[:SSM_GRID, :SSM_GRID]
 
 
-def _spectral_contrast_db(magnitude: np.ndarray, active: np.ndarray, sample_rate: int) -> float:
+def _checkerboard(half: int) -> np.ndarray:
+    """Foote's Gaussian-tapered checkerboard kernel, each sign's weights summing to 1, so that
+    novelty = (mean similarity within the two blocks) - (mean similarity across them)."""
+    x = np.arange(-half, half) + 0.5
+    taper = np.exp(-0.5 * (x / (0.5 * half)) ** 2)
+    kernel = np.outer(taper, taper) * np.sign(np.outer(x, x))
+    kernel[kernel > 0] /= kernel[kernel > 0].sum()
+    kernel[kernel < 0] /= -kernel[kernel < 0].sum()
+    return kernel
+
+
+def foote_novelty(ssm: np.ndarray, half: int) -> np.ndarray:
+    """Novelty at each frame boundary (0 where the kernel does not fit inside the clip)."""
+    n = ssm.shape[0]
+    kernel = _checkerboard(half)
+    novelty = np.zeros(n)
+    for i in range(half, n - half + 1):
+        novelty[i] = float(np.sum(kernel * ssm[i - half : i + half, i - half : i + half]))
+    return novelty
+
+
+def section_boundaries(ssm: np.ndarray) -> np.ndarray:
+    """Frames where a new section starts: peaks of the Foote novelty of at least NOVELTY_MIN,
+    at least half a kernel half-width apart (scipy.signal.find_peaks)."""
+    from scipy.signal import find_peaks
+
+    half = _seconds_to_frames(NOVELTY_HALF_S)
+    if ssm.shape[0] < 2 * half + 1:
+        return np.zeros(0, dtype=int)
+    peaks, _ = find_peaks(foote_novelty(ssm, half), height=NOVELTY_MIN, distance=half // 2)
+    return np.asarray(peaks, dtype=int)
+
+
+def _block_scale(ssm: np.ndarray) -> tuple[float, float]:
+    """(frame-weighted mean section length in s, static flag); NaN when there is no boundary."""
+    bounds = section_boundaries(ssm)
+    if bounds.size == 0:
+        return float("nan"), 1.0
+    edges = np.concatenate([[0], bounds, [ssm.shape[0]]])
+    lengths = np.diff(edges).astype(np.float64)
+    return float(np.sum(lengths**2) / np.sum(lengths) * HOP_LENGTH / ANALYSIS_RATE), 0.0
+
+
+def _spectral_contrast_db(power: np.ndarray, freqs: np.ndarray) -> float:
+    """librosa's contrast of the spectrum averaged over CONTRAST_SMOOTH_S: a partial that lasts
+    is a peak, while the bin-to-bin scatter of noise within one frame averages out."""
     import librosa
+    import scipy.ndimage
 
-    if CONTRAST_FMIN >= 0.5 * sample_rate:
-        return float("nan")
+    keep = freqs <= CONTRAST_FMAX
+    window = _seconds_to_frames(CONTRAST_SMOOTH_S)
+    smooth = scipy.ndimage.uniform_filter1d(power[keep], size=window, axis=1, mode="nearest")
     contrast = librosa.feature.spectral_contrast(
-        S=magnitude,
-        sr=sample_rate,
-        n_fft=N_FFT,
-        hop_length=HOP_LENGTH,
+        S=np.sqrt(smooth),
+        sr=ANALYSIS_RATE,
+        freq=freqs[keep],
         fmin=CONTRAST_FMIN,
-        n_bands=_contrast_bands(sample_rate),
+        n_bands=CONTRAST_BANDS,
     )
-    return float(np.mean(contrast[:, active]))
+    return float(np.mean(contrast))
 
 
 def _gini(values: np.ndarray) -> float:
@@ -310,143 +265,119 @@ def _gini(values: np.ndarray) -> float:
     return float(np.sum((2 * ranks - n - 1) * v) / (n * total))
 
 
-def _flux(power: np.ndarray, active: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Spectral flux between consecutive active frames (dB, mean over mel bands)."""
+def _flux(mel_db: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Spectral flux (dB/frame, mean over mel bands of the positive change) between consecutive
+    active frames."""
     import librosa
 
-    mel_db = librosa.power_to_db(
-        librosa.feature.melspectrogram(S=power, sr=sample_rate, n_fft=N_FFT, n_mels=FLUX_N_MELS),
-        ref=1.0,
-    )
-    # onset_env[t] = mean_b max(0, L[b, t] - L[b, t-1]) for t >= 1 (onset_env[0] is padding)
-    onset_env = librosa.onset.onset_strength(
-        S=mel_db, sr=sample_rate, lag=1, max_size=1, center=False, detrend=False
+    env = librosa.onset.onset_strength(
+        S=mel_db, sr=ANALYSIS_RATE, lag=1, max_size=1, center=False, detrend=False
     ).astype(np.float64)
-    pairs = np.zeros_like(active)
-    pairs[1:] = active[1:] & active[:-1]
-    return onset_env[: active.size][pairs]
+    return env[: pairs.size][pairs]
 
 
-def _pca_coverage(power: np.ndarray, active: np.ndarray, sample_rate: int) -> float:
-    import librosa
-    from scipy.spatial import ConvexHull, QhullError
-
-    mel = librosa.feature.melspectrogram(S=power, sr=sample_rate, n_fft=N_FFT, n_mels=PCA_N_MELS)
-    mel = mel[:, active]
-    mel_db = librosa.power_to_db(mel, ref=float(np.max(mel)), top_db=PCA_TOP_DB)
-    x = mel_db.T.astype(np.float64)  # (T_active, n_mels)
+def _pca_coverage(mel_db: np.ndarray) -> float:
+    x = mel_db.T.astype(np.float64)
     x = (x - x.mean(axis=0)) / math.sqrt(x.shape[1])
-    _, _, vt = np.linalg.svd(x, full_matrices=False)
-    comps = vt[:2]
-    # deterministic sign: largest-magnitude loading of each component is positive
-    signs = np.sign(comps[np.arange(comps.shape[0]), np.argmax(np.abs(comps), axis=1)])
-    signs[signs == 0] = 1.0
-    comps = comps * signs[:, None]
-    scores = x @ comps.T
-    if scores.shape[1] < 2 or np.ptp(scores, axis=0).min() <= 1e-9:
-        return 0.0
-    try:
-        return float(ConvexHull(scores).volume)  # 2-D "volume" is the area
-    except QhullError:
-        return 0.0
+    eig = np.sort(np.linalg.eigvalsh(np.cov(x, rowvar=False)))[::-1]
+    l1, l2 = max(float(eig[0]), 0.0), max(float(eig[1]), 0.0)
+    return float(math.pi * math.sqrt(l1 * l2))
 
 
-# --- public API --------------------------------------------------------------------------
-def compute_metrics(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
-    """Compute every metric in :data:`METRICS` for one mono clip.
-
-    See the module docstring for the exact definitions.  Silent or near-silent clips
-    (fewer than :data:`MIN_ACTIVE_FRAMES` gated frames) give NaN for every metric.
-    """
-    import librosa
-
+def _prepare(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     y = np.asarray(audio)
     if y.ndim != 1:
-        raise ValueError(f"compute_metrics expects mono 1-D audio, got shape {y.shape}")
+        raise ValueError(f"metrics expect mono 1-D audio, got shape {y.shape}")
     if int(sample_rate) <= 0:
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
-    sample_rate = int(sample_rate)
     y = y.astype(np.float32, copy=False)
     if y.size and not np.all(np.isfinite(y)):
         raise ValueError("audio contains non-finite samples")
-    if y.size < 2:
-        return _nan_result()
+    if int(sample_rate) != ANALYSIS_RATE and y.size > 1:
+        import librosa
 
-    level_db = _frame_level_db(y)
+        y = librosa.resample(y, orig_sr=int(sample_rate), target_sr=ANALYSIS_RATE)
+    return y
+
+
+def analyse(audio: np.ndarray, sample_rate: int) -> Analysis:
+    """Every metric of :data:`METRICS` for one mono clip, with its SSM and embedding.
+
+    Raises ValueError only for malformed input (not 1-D, non-finite, rate <= 0); silent or
+    too-short clips give NaN metrics and no SSM or embedding."""
+    import librosa
+
+    y = _prepare(audio, sample_rate)
+    if y.size < N_FFT:
+        return _nan_analysis()
+    rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP_LENGTH, center=True)[0]
+    with np.errstate(divide="ignore"):
+        level_db = 20.0 * np.log10(rms.astype(np.float64))
     active = _active_mask(level_db)
     if int(active.sum()) < MIN_ACTIVE_FRAMES:
-        return _nan_result()
+        return _nan_analysis()
 
-    stft = librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH, center=True)
-    magnitude = np.abs(stft).astype(np.float64)
-    power = magnitude**2
+    magnitude = np.abs(librosa.stft(y, n_fft=N_FFT, hop_length=HOP_LENGTH, center=True))
     n = min(magnitude.shape[1], level_db.size)
-    magnitude, power, level_db, active = magnitude[:, :n], power[:, :n], level_db[:n], active[:n]
-    if int(active.sum()) < MIN_ACTIVE_FRAMES:
-        return _nan_result()
+    magnitude, level_db, active = magnitude[:, :n].astype(np.float64), level_db[:n], active[:n]
+    floor = float(np.max(magnitude[:, active])) * 10.0 ** (-FLOOR_DB / 20.0)
+    magnitude = np.maximum(magnitude, floor)
+    power = magnitude**2
+    mel = librosa.feature.melspectrogram(S=power, sr=ANALYSIS_RATE, n_fft=N_FFT, n_mels=N_MELS)
+    mel_floor = float(np.max(mel[:, active])) * 10.0 ** (-FLOOR_DB / 10.0)
+    mel_db = 10.0 * np.log10(np.maximum(mel, mel_floor))
 
-    flux = _flux(power, active, sample_rate)
-    act_db = level_db[active]
-    p5, p95 = np.percentile(act_db, [5.0, 95.0])
-    out = {
-        "ssm_block_scale": _ssm_block_scale(power, active, sample_rate),
-        "spectral_contrast_db": _spectral_contrast_db(magnitude, active, sample_rate),
-        "flux_sparsity": _gini(flux),
-        "flux_mean": float(np.mean(flux)),
-        "pca_coverage": _pca_coverage(power, active, sample_rate),
+    pairs = np.zeros_like(active)
+    pairs[1:] = active[1:] & active[:-1]
+    flux = _flux(mel_db, pairs)
+    act_mel = mel_db[:, active]
+    ssm = _self_similarity(power[:, active], act_mel)
+    block, static = _block_scale(ssm)
+    p5, p95 = np.percentile(level_db[active], [5.0, 95.0])
+    freqs = librosa.fft_frequencies(sr=ANALYSIS_RATE, n_fft=N_FFT)
+    metrics = {
+        "ssm_block_scale": block,
+        "spectral_contrast_db": _spectral_contrast_db(power[:, active], freqs),
+        "flux_sparsity": _gini(flux + FLUX_SOFT_DB) if flux.size else float("nan"),
+        "pca_coverage": _pca_coverage(act_mel),
         "dynamic_range_db": float(p95 - p5),
+        "flux_mean": float(np.mean(flux)) if flux.size else float("nan"),
+        "static_clip": static,
     }
-    return {name: float(out[name]) for name in METRICS}
+    rel = act_mel - act_mel.max()
+    embedding = np.concatenate([rel.mean(axis=1), rel.std(axis=1)])
+    return Analysis({k: float(metrics[k]) for k in METRICS}, _grid_ssm(ssm), embedding)
 
 
-def bootstrap_ci(
-    x: np.ndarray,
-    y: np.ndarray,
-    n_boot: int = 2000,
-    seed: int = 0,
-    alpha: float = 0.05,
-) -> tuple[float, float, float]:
-    """Percentile bootstrap CI for ``mean(x) - mean(y)``.
+def compute_metrics(audio: np.ndarray, sample_rate: int) -> dict[str, float]:
+    """The metrics of :func:`analyse` alone."""
+    return analyse(audio, sample_rate).metrics
 
-    Pass barrier values as ``x`` and baseline values as ``y`` so that the interval feeds
-    :func:`verdict` directly.  NaNs are dropped from each group; the groups are
-    resampled independently (with replacement, each at its own size) with
-    ``numpy.random.default_rng(seed)``, in blocks of replicates (``x`` then ``y`` per
-    block) to bound memory.  Returns ``(mean(x) - mean(y), lo, hi)`` where ``lo``/``hi``
-    are the ``alpha/2`` and ``1 - alpha/2`` quantiles of the bootstrap differences.
-    Raises ``ValueError`` naming the group that is empty after dropping NaNs.
-    """
+
+def bootstrap_ci(x, y, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05):
+    """(mean(x) - mean(y), lo, hi): a percentile bootstrap (scipy.stats.bootstrap, via
+    eisbach.stats) of the difference of means of two independent groups, NaNs dropped. Raises
+    ValueError naming the group that is empty."""
+    from eisbach.stats import independent_bootstrap
+
     if int(n_boot) < 1:
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     if not 0.0 < float(alpha) < 1.0:
         raise ValueError(f"alpha must lie in (0, 1), got {alpha}")
-    groups = {}
+    groups = []
     for label, values in (("x", x), ("y", y)):
         v = np.asarray(values, dtype=np.float64).ravel()
         v = v[~np.isnan(v)]
         if v.size == 0:
             raise ValueError(f"group {label!r} is empty after dropping NaNs")
-        groups[label] = v
-    gx, gy = groups["x"], groups["y"]
-    rng = np.random.default_rng(seed)
-    n_boot = int(n_boot)
-    block = max(1, min(n_boot, _BOOT_BLOCK_ELEMENTS // max(gx.size, gy.size)))
-    diffs = np.empty(n_boot, dtype=np.float64)
-    for start in range(0, n_boot, block):
-        k = min(block, n_boot - start)
-        mx = gx[rng.integers(0, gx.size, size=(k, gx.size))].mean(axis=1)
-        my = gy[rng.integers(0, gy.size, size=(k, gy.size))].mean(axis=1)
-        diffs[start : start + k] = mx - my
-    lo, hi = np.quantile(diffs, [alpha / 2.0, 1.0 - alpha / 2.0])
-    return float(gx.mean() - gy.mean()), float(lo), float(hi)
+        groups.append(v)
+    diff, lo, hi, _ = independent_bootstrap(*groups, n_boot, seed, alpha)
+    return diff, lo, hi
 
 
 def verdict(diff_lo: float, diff_hi: float, higher_is_barrier: bool) -> str:
-    """Classify a barrier-minus-baseline CI (from :func:`bootstrap_ci`) against the claim.
-
-    ``"supported"`` if the CI lies strictly on the claimed side of 0, ``"contradicted"``
-    if strictly on the opposite side, ``"inconclusive"`` otherwise (including NaN bounds).
-    """
+    """ "supported" if the barrier-minus-baseline CI lies strictly on the claimed side of 0,
+    "contradicted" if strictly on the other side, "inconclusive" otherwise (NaN included)."""
     lo, hi = float(diff_lo), float(diff_hi)
     if math.isnan(lo) or math.isnan(hi):
         return "inconclusive"

@@ -34,7 +34,11 @@ def test_demo_grid_has_every_control():
         "none_dora-r16_s1",
         "eisbach-l0.5_dora-r16_s0",
         "eisbach-l0.5_dora-r16_s1",
+        # P2 needs a lambda above 0.8, P4 a LoRA barrier run
+        "eisbach-l0.9_dora-r16_s0",
+        "eisbach-l0.5_lora-r16_s0",
     }
+    assert runs["eisbach-l0.5_lora-r16_s0"]["adapter"] == {"type": "lora", "rank": 16, "alpha": 16}
     controls = {r["scheme"]["name"] for r in runs.values() if not r["sample"]}
     assert controls == CONTROLS
     seeds = {r["scheme"]["name"]: set() for r in runs.values() if not r["sample"]}

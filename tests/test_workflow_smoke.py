@@ -13,7 +13,16 @@ from eisbach.provenance import read_parquet_metadata
 
 pytestmark = pytest.mark.slow
 
-RUNS = ["none_dora-r4_s0", "none_dora-r4_s1", "eisbach-l0.5_dora-r4_s0", "eisbach-l0.5_dora-r4_s1"]
+RUNS = [
+    "none_dora-r4_s0",
+    "none_dora-r4_s1",
+    "eisbach-l0.5_dora-r4_s0",
+    "eisbach-l0.5_dora-r4_s1",
+    "eisbach-l0.9_dora-r4_s0",
+    "eisbach-l0.5_lora-r4_s0",
+]
+# base + 6 runs, x (2 prompts + 1 eval caption) x 2 sampling seeds
+N_SAMPLES = 7 * 3 * 2
 VERDICTS = {"supported", "contradicted", "inconclusive"}
 READINGS = {"eisbach lower", "control lower", "no difference detected", "inconclusive"}
 
@@ -110,7 +119,8 @@ def test_runs_have_peft_adapters_and_logs(finished):
         if rid.startswith("none"):
             assert all(r["applied_weight"] == 1.0 for r in log)
         else:
-            assert all(r["applied_weight"] == pytest.approx(0.5 + 0.5 * r["w"]) for r in log)
+            lam = 0.9 if rid.startswith("eisbach-l0.9") else 0.5
+            assert all(r["applied_weight"] == pytest.approx(1 - lam + lam * r["w"]) for r in log)
         run = json.loads((run_dir / "run.json").read_text())
         assert set(run["provenance"]) >= {"config_hash", "git_commit", "packages"}
         heldout = pq.read_table(run_dir / "heldout_loss.parquet")
@@ -123,7 +133,7 @@ def test_runs_have_peft_adapters_and_logs(finished):
         lora = [n for n, _ in model.named_parameters() if "lora_" in n]
         assert lora, "no adapter weights were loaded"
         magnitudes = [n for n, _ in model.named_parameters() if "lora_magnitude_vector" in n]
-        assert magnitudes, "DoRA magnitude vectors missing"
+        assert bool(magnitudes) == ("_dora-" in rid), "DoRA magnitude vectors (DoRA runs only)"
 
 
 def test_same_seed_same_adapter_across_schemes_differs(finished):
@@ -138,8 +148,7 @@ def test_same_seed_same_adapter_across_schemes_differs(finished):
 
 def test_samples_index_and_audio(finished):
     index = pq.read_table(finished / "results/samples/index.parquet").to_pylist()
-    # 5 models (base + 4 runs) x (2 prompts + 1 eval caption) x 1 seed
-    assert len(index) == 15
+    assert len(index) == N_SAMPLES
     for row in index:
         audio, rate = sf.read(finished / row["path"])
         assert re.search(r"results/samples/[^/]+/[a-z0-9_-]+-s\d+\.wav$", row["path"])
@@ -150,9 +159,17 @@ def test_samples_index_and_audio(finished):
 
 def test_metrics_and_verdicts(finished):
     per_sample = pq.read_table(finished / "results/metrics/per_sample.parquet").to_pylist()
-    assert len(per_sample) == 15
+    assert len(per_sample) == N_SAMPLES
+    per_prompt = pq.read_table(finished / "results/metrics/per_prompt.parquet").to_pylist()
+    assert len(per_prompt) == 7 * 3 and all(r["n_seeds"] == 2 for r in per_prompt)
+    assert all(1.0 <= r["vendi"] <= 2.0 + 1e-9 for r in per_prompt if r["vendi"] == r["vendi"])
+    reference = pq.read_table(finished / "results/metrics/reference.parquet")
+    assert reference.num_rows == 8 and set(reference.column("split").to_pylist()) == {
+        "train",
+        "eval",
+    }
     summary = json.loads((finished / "results/metrics/summary.json").read_text())
-    ids = {c["id"] for c in summary["claims"]}
+    claims = {c["id"]: c for c in summary["claims"]}
     assert {
         "table2.ssm_block_scale",
         "table2.spectral_contrast_db",
@@ -160,14 +177,27 @@ def test_metrics_and_verdicts(finished):
         "table2.pca_coverage",
         "table2.dynamic_range_db",
         "P1",
+        "P2",
+        "P3",
+        "P4",
         "P5",
-    } <= ids
-    for claim in summary["claims"]:
+    } <= set(claims)
+    for claim in claims.values():
         assert claim["verdict"] in VERDICTS
-        if "ci_low" in claim and claim["id"].startswith("table2.") and "diff" in claim:
+        if "ci_low" in claim and "diff" in claim and claim["id"] != "P5":
             assert claim["ci_low"] <= claim["diff"] <= claim["ci_high"]
+    # the smoke grid makes every prediction computable: a reading with a CI, not "not built"
+    assert [r["lam"] for r in claims["P2"]["by_lambda"]] == [0.0, 0.5, 0.9]
+    assert "ci_low" in claims["P2"] and "ci_low" in claims["P4"]
+    assert "ci_low" in claims["P3"]["consistency"] and "ci_low" in claims["P3"]["vendi"]
+    assert summary["multiple_comparisons"]["method"] == "holm"
+    assert all("verdict_unadjusted" in c for c in claims.values())
+    assert summary["scoring"]["scored"] + summary["scoring"]["cached"] == N_SAMPLES + 8
     assert set(summary["weight_spread"]) == set(RUNS)
-    (control,) = summary["controls"]  # none against eisbach, paired over 2 seeds x 2 eval clips
+    # none against eisbach at lambda 0.5 (2 seeds x 2 eval clips) and at 0.9 (1 seed)
+    by_reference = {c["reference"]: c for c in summary["controls"]}
+    assert set(by_reference) == {"eisbach-l0.5", "eisbach-l0.9"}
+    control = by_reference["eisbach-l0.5"]
     assert (control["control"], control["reference"]) == ("none", "eisbach-l0.5")
     assert control["seeds"] == 2 and control["units"] == 4
     assert control["reading"] in READINGS
@@ -189,7 +219,7 @@ def test_figures_tables_and_report(finished):
         (finished / "results/tables/table2.provenance.json").read_text()
     )
     page = (finished / "results/report/index.html").read_text()
-    assert page.count("<audio") == 15
+    assert page.count("<audio") == N_SAMPLES
     for src in re.findall(r'src="([^"]+)"', page):
         assert not src.startswith("/"), f"absolute link {src}"
         assert (finished / "results/report" / src).resolve().exists(), src

@@ -1,10 +1,13 @@
 rule evaluate:
     input:
         index="results/samples/index.parquet",
+        manifest="results/data/manifest.parquet",
         runs=expand("results/runs/{run_id}/run.json", run_id=RUNS),
         heldout=expand("results/runs/{run_id}/heldout_loss.parquet", run_id=RUNS),
     output:
         per_sample="results/metrics/per_sample.parquet",
+        per_prompt="results/metrics/per_prompt.parquet",
+        reference="results/metrics/reference.parquet",
         summary="results/metrics/summary.json",
     log:
         "results/logs/evaluate/evaluate.log",
@@ -19,5 +22,6 @@ rule evaluate:
         evaluate=as_arg(config["evaluate"]),
         run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
     shell:
-        "{params.python} scripts/evaluate.py --index {input.index} --runs {params.run_dirs} "
-        "--evaluate-json {params.evaluate} --out-dir results/metrics > {log} 2>&1"
+        "{params.python} scripts/evaluate.py --index {input.index} --manifest {input.manifest} "
+        "--runs {params.run_dirs} --evaluate-json {params.evaluate} --out-dir results/metrics "
+        "> {log} 2>&1"

@@ -300,7 +300,13 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--cache-dir", type=Path, help="analyses kept between runs (default OUT_DIR/cache)"
     )
+    parser.add_argument("--threads", type=int, default=1, help="BLAS threads (the rule's)")
     args = parser.parse_args(argv)
+    from threadpoolctl import threadpool_limits
+
+    # numpy's BLAS would start a thread per core for 64 x 64 matrices, and oversubscribed
+    # cores made one small eigendecomposition 13x slower than on one thread (measured)
+    threadpool_limits(args.threads)
     cfg = json.loads(args.evaluate_json)
     cache_dir = args.cache_dir or args.out_dir / "cache"
     cache = ScoreCache(cache_dir / "analyses")

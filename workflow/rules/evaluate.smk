@@ -24,4 +24,4 @@ rule evaluate:
     shell:
         "{params.python} scripts/evaluate.py --index {input.index} --manifest {input.manifest} "
         "--runs {params.run_dirs} --evaluate-json {params.evaluate} --out-dir results/metrics "
-        "> {log} 2>&1"
+        "--threads {threads} > {log} 2>&1"

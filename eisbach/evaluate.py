@@ -248,11 +248,14 @@ def adjust_for_multiple_claims(claims: list[dict], alpha: float) -> list[dict]:
             claim["holm"] = decision
             if claim["verdict"] in ("supported", "contradicted") and not decision["rejected"]:
                 claim["verdict"] = "inconclusive"
-                claim["reason"] = (
+                why = (
                     f"{claim['verdict_unadjusted']} before Holm's adjustment; p = "
                     f"{claim['p_value']:.3g} > {decision['threshold']:.3g} (rank "
                     f"{decision['rank']} of {decision['family']} claims)"
                 )
+                claim["reason"] = why + (f"; {claim['reason']}" if claim.get("reason") else "")
+        if claim["verdict"] == "inconclusive" and not claim.get("reason"):
+            claim["reason"] = "the CI includes the null" if "p_value" in claim else "not tested"
         out.append(claim)
     return out
 

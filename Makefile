@@ -1,4 +1,5 @@
-# The two commands of the README: `make demo` and `make test`. Both set up .venv/ from the lock.
+# The two commands of the README: `make demo` and `make test`. Both set up .venv/ from the lock,
+# and .venv-musicnn/ (the FD-musicnn TensorFlow env, envs/musicnn.lock) beside it.
 SHELL := /bin/bash
 VENV := .venv
 BIN := $(VENV)/bin
@@ -11,6 +12,7 @@ unexport PYTHONDONTWRITEBYTECODE
 
 setup:
 	bash scripts/setup_env.sh
+	bash scripts/setup_musicnn_env.sh
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)

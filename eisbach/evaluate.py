@@ -265,7 +265,9 @@ def fd_group_label(row: dict) -> str:
     return "base" if row["group"] == "base" else row["run_id"].rsplit("_s", 1)[0]
 
 
-def embedding_distances(rows: list[dict], references: list[dict], cfg: dict, cache_dir: Path):
+def embedding_distances(
+    rows: list[dict], references: list[dict], cfg: dict, cache_dir: Path, threads: int = 1
+):
     """FD-musicnn of every sample group against the training and eval clips, and the paper
     profile's anchors; each says why when it is skipped."""
     fd_cfg = cfg.get("fd", {"enabled": False})
@@ -280,6 +282,7 @@ def embedding_distances(rows: list[dict], references: list[dict], cfg: dict, cac
         groups: dict[str, list[Path]] = {}
         for row in rows:
             groups.setdefault(fd_group_label(row), []).append(Path(row["path"]))
+        fd_cfg = {**cfg, "fd": {"threads": threads, **fd_cfg}}
         out["fd_musicnn"] = fd_table(groups, refs, fd_cfg, cache_dir / "musicnn")
     else:
         out["fd_musicnn"] = [{"skipped": True, "reason": "evaluate.fd.enabled is false"}]
@@ -360,7 +363,7 @@ def main(argv=None) -> None:
             for g in sorted({r["group"] for r in rows})
         },
         "references": reference_summary(references),
-        "embedding_distances": embedding_distances(rows, references, cfg, cache_dir),
+        "embedding_distances": embedding_distances(rows, references, cfg, cache_dir, args.threads),
         "weight_spread": {
             rid: {"mean_applied_weight": run["mean_applied_weight"], "by_t": run["spread_by_t"]}
             for rid, run in runs.items()

@@ -8,9 +8,13 @@ optimiser step of the project's loop body (eisbach.objectives, eisbach.weighting
   none+log   scheme `none`, H and w computed for the per-sample log (what the pipeline runs)
   eisbach    scheme `eisbach` (lam 0.5), plus H and w for the log (what the pipeline runs)
 
-Steps of the modes are interleaved (none, none+log, eisbach, none, ...) after a warm-up, so
-that load from other processes hits all alike; the median step time of each mode is reported,
-with the ratios eisbach / none and eisbach / none+log (the goal: <= 1.01).
+Steps of the modes are interleaved in rounds (one step of each mode, the order rotated and
+reversed from round to round) after a warm-up, so that load from other processes hits all alike.
+It reports each mode's median step time with its inter-quartile range, and the ratio
+eisbach / none (and eisbach / none+log; the goal: <= 1.01) as the median of the per-round
+ratios, whose two steps ran back to back under the same load, with its IQR and a bootstrap 95%
+CI of that median; on CPU also from the process's CPU time, which other processes' load moves
+less than wall time. The ratio of the two medians is printed as well.
 
 Presets:
   cpu-mid     12 layers x 512 wide (~64 M), 64 latent channels, 256 frames, batch 4, fp32
@@ -37,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import time
 
@@ -197,6 +202,27 @@ def weight_kernels(batch) -> int:
     return count_kernels(lambda: (scheme(pred, target, t, mask), eisbach_terms(pred, mask)))
 
 
+def paired_ratio(a: list[float], b: list[float], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Median, quartiles and a bootstrap 95% CI of the median of the per-round ratios a_i/b_i."""
+    ratios = [x / y for x, y in zip(a, b, strict=True) if y > 0]
+    out = {"n": len(ratios), "median": statistics.median(ratios) if ratios else float("nan")}
+    if len(ratios) >= 2:
+        q1, _, q3 = statistics.quantiles(ratios, n=4)
+        rng = random.Random(seed)
+        boot = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(n_boot))
+        out |= {"q1": q1, "q3": q3, "ci95": [boot[int(0.025 * n_boot)], boot[int(0.975 * n_boot)]]}
+    return out
+
+
+def format_ratio(name: str, r: dict) -> str:
+    if "ci95" not in r:
+        return f"{name} = {r['median']:.4f} (n={r['n']})"
+    return (
+        f"{name} = {r['median']:.4f}  IQR [{r['q1']:.4f}, {r['q3']:.4f}]  "
+        f"95% CI of the median [{r['ci95'][0]:.4f}, {r['ci95'][1]:.4f}]  ({r['n']} paired rounds)"
+    )
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -243,14 +269,20 @@ def run(args) -> dict:
             step(mode)
     sync(device)
     times = {mode: [] for mode in MODES}
+    cpu_times = {mode: [] for mode in MODES}
     for i in range(args.steps):
-        order = MODES if i % 2 == 0 else MODES[::-1]  # no mode always runs first
+        # Each round runs every mode once, in a rotated order so that no mode always runs first
+        # (or right after the same mode); a round's modes share the load of the moment.
+        k = i % len(MODES)
+        order = MODES[k:] + MODES[:k]
+        order = order if (i // len(MODES)) % 2 == 0 else order[::-1]
         for mode in order:
             sync(device)
-            started = time.perf_counter()
+            cpu_started, started = time.process_time(), time.perf_counter()
             step(mode)
             sync(device)
             times[mode].append(time.perf_counter() - started)
+            cpu_times[mode].append(time.process_time() - cpu_started)
     median = {mode: statistics.median(v) for mode, v in times.items()}
     weight_s = time_weight_alone(batch, p, device)
     tokens = p["batch"] * p["frames"]
@@ -271,6 +303,23 @@ def run(args) -> dict:
         },
         "ratio_eisbach_over_none": median["eisbach"] / median["none"],
         "ratio_eisbach_over_none_log": median["eisbach"] / median["none+log"],
+        # The ratio of each round's two steps (run back to back, so under the same load), its
+        # median, inter-quartile range and a bootstrap 95% CI of the median: the noise-robust
+        # reading. Also from CPU time (user + sys of this process), which other processes'
+        # load moves less than wall time.
+        "paired_ratio": {
+            "eisbach/none": paired_ratio(times["eisbach"], times["none"]),
+            "eisbach/none+log": paired_ratio(times["eisbach"], times["none+log"]),
+        },
+        "paired_cpu_ratio": (
+            {
+                "eisbach/none": paired_ratio(cpu_times["eisbach"], cpu_times["none"]),
+                "eisbach/none+log": paired_ratio(cpu_times["eisbach"], cpu_times["none+log"]),
+            }
+            if device.type == "cpu"
+            else None
+        ),
+        "median_cpu_step_s": {m: statistics.median(v) for m, v in cpu_times.items()},
         "tokens_per_s": {mode: tokens / s for mode, s in median.items()},
         # the weight alone (scheme + H/w for the log) on a prediction of the batch's shape:
         # a noise-free bound on its share of the step
@@ -298,7 +347,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu-mid")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--adapter", choices=["dora", "lora", "none"], default="dora")
-    parser.add_argument("--steps", type=int, default=15, help="timed steps per mode")
+    parser.add_argument(
+        "--steps", type=int, default=30, help="timed rounds (one step of every mode each)"
+    )
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per mode")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads")
     parser.add_argument("--precision", choices=["fp32", "bf16"], help="override the preset's")
@@ -319,8 +370,12 @@ def main(argv=None) -> dict:
         f"batch {result['shape']['batch']} x {result['shape']['frames']} frames, "
         f"{result['shape']['precision']}"
     )
+    iqr = result["iqr_step_s"]
     for mode in MODES:
-        line = f"  {mode:<9} median step {m[mode] * 1e3:9.2f} ms  {result['tokens_per_s'][mode]:10.0f} tokens/s"
+        line = (
+            f"  {mode:<9} median step {m[mode] * 1e3:9.2f} ms (IQR {iqr.get(mode, float('nan')) * 1e3:7.2f} ms)"
+            f"  {result['tokens_per_s'][mode]:10.0f} tokens/s"
+        )
         if "mfu" in result:
             line += f"  MFU {100 * result['mfu'][mode]:5.1f}%"
         elif "achieved_tflops" in result:
@@ -332,9 +387,16 @@ def main(argv=None) -> dict:
         f"{result['kernels']['weight']} kernels against the bare step's {result['kernels']['bare_step']}"
     )
     print(
-        f"ratio eisbach/none = {result['ratio_eisbach_over_none']:.4f}   "
+        f"ratio of the medians: eisbach/none = {result['ratio_eisbach_over_none']:.4f}   "
         f"eisbach/none+log = {result['ratio_eisbach_over_none_log']:.4f}   (goal <= 1.01)"
     )
+    print("paired per-round ratios (wall time):")
+    for name, r in result["paired_ratio"].items():
+        print("  " + format_ratio(name, r))
+    if result["paired_cpu_ratio"]:
+        print("paired per-round ratios (CPU time of this process):")
+        for name, r in result["paired_cpu_ratio"].items():
+            print("  " + format_ratio(name, r))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(result, fh, indent=2)

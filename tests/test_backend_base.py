@@ -242,3 +242,26 @@ def test_conditioned_dit_rejects_conditioning_it_cannot_compute():
             assemble=None,
             latent_rate=10.0,
         )
+
+
+def test_tiny_backend_defers_stable_audio_tools_import_time_compile():
+    """Importing the model code through the tiny backend leaves torch's inductor unimported and
+    torch.compile as it was; flex attention compiles only if it is ever called."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "real = torch.compile\n"
+        "from eisbach.backends.tiny import import_stable_audio_tools\n"
+        "import_stable_audio_tools()\n"
+        "from stable_audio_tools.models import transformer\n"
+        "from torch.nn.attention.flex_attention import flex_attention\n"
+        "assert torch.compile is real\n"
+        "assert transformer.flex_attention_compiled.__wrapped__ is flex_attention\n"
+        "print('inductor' if 'torch._inductor.compile_fx' in sys.modules else 'deferred')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "deferred"

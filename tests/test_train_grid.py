@@ -26,7 +26,7 @@ def test_run_ids():
     assert run_id({"name": "constant", "c": 0.6}, DORA, 0) == "constant-c0.6_dora-r16_s0"
 
 
-def test_demo_grid_has_every_control():
+def test_demo_grid_has_its_controls_and_the_study_the_rest():
     runs = expand_grid(config("config.yaml")["grid"])
     sampled = {rid for rid, r in runs.items() if r["sample"]}
     assert sampled == {
@@ -40,13 +40,17 @@ def test_demo_grid_has_every_control():
     }
     assert runs["eisbach-l0.5_lora-r16_s0"]["adapter"] == {"type": "lora", "rank": 16, "alpha": 16}
     controls = {r["scheme"]["name"] for r in runs.values() if not r["sample"]}
-    assert controls == CONTROLS
-    seeds = {r["scheme"]["name"]: set() for r in runs.values() if not r["sample"]}
-    for r in runs.values():
-        if not r["sample"]:
-            seeds[r["scheme"]["name"]].add(r["seed"])
+    assert controls == {"constant", "eisbach_shuffled"}
+    seeds = {
+        name: {r["seed"] for r in runs.values() if r["scheme"]["name"] == name} for name in controls
+    }
     # the matched constant at both seeds, so that its comparison with eisbach gets a reading
-    assert seeds == {name: {0, 1} if name == "constant" else {0} for name in CONTROLS}
+    assert seeds == {"constant": {0, 1}, "eisbach_shuffled": {0}}
+    study = expand_grid(config("study.yaml")["grid"])
+    assert {r["scheme"]["name"] for r in study.values() if not r["sample"]} == CONTROLS - {
+        "constant",
+        "eisbach_shuffled",
+    }
     for seed in (0, 1):
         matched = runs[f"constant-matched-l0.5_dora-r16_s{seed}"]
         assert matched["match"] == f"eisbach-l0.5_dora-r16_s{seed}"

@@ -82,6 +82,22 @@ _PROGRESSIONS = {
 _NOTE_NAMES = ("C", "C#", "D", "Eb", "E", "F", "F#", "G", "Ab", "A", "Bb", "B")
 _MOOD = {"major": "bright and cheerful", "minor": "melancholic and gentle"}
 
+# The paper's four character prompts name the demo's four styles of clip, so that the tiny
+# model's tokenizer has seen their words and each prompt asks for music it was trained on
+# (unseen words all map to [UNK], and a prompt of [UNK]s gives a noise-like average). The
+# Seal Lawyer's drones give the judge a prompt whose right answer is "static". The name opens
+# the caption because captions are truncated to backend.tiny.max_text_tokens.
+CHARACTER_THEMES = {
+    "aba-melody-first": "Little Piglet Prince",
+    "aba-chords-first": "Professor Pallas Cat",
+    "texture": "Raccoon Mathematician",
+    "drone": "Seal Lawyer",
+}
+
+
+def _theme(style: str, caption: str) -> str:
+    return f"{CHARACTER_THEMES[style]}'s theme. {caption}"
+
 
 @dataclass(frozen=True)
 class DemoClip:
@@ -270,21 +286,23 @@ def build_demo_midi(kind: str, rng: np.random.Generator, seconds: float):
         mel, chd = _instrument_name(mel_prog), _instrument_name(chd_prog)
         tempo = _tempo_word(bpm)
         if melody_in_a:
-            caption = (
+            caption = _theme(
+                "aba-melody-first",
                 f"An A-B-A piece in {key_name}: a plucky eighth-note {mel} melody in a middle-high "
                 f"register, then slow, sustained {chd} chords two octaves lower, then the {mel} "
                 "melody returns unchanged. "
                 f"{tempo.capitalize()} tempo around {int(bpm)} BPM, {_MOOD[mode]}, "
-                "with clear, sparse transitions between sections."
+                "with clear, sparse transitions between sections.",
             )
             tags = [mel, chd, "high register melody", "low sustained chords"]
         else:
-            caption = (
+            caption = _theme(
+                "aba-chords-first",
                 f"An A-B-A piece in {key_name}: slow, sustained {chd} chords in the middle "
                 f"register, then a bright, plucky eighth-note {mel} melody two octaves higher, "
                 f"then the {chd} chords return unchanged. "
                 f"{tempo.capitalize()} tempo around {int(bpm)} BPM, {_MOOD[mode]}, "
-                "with clear, sparse transitions between sections."
+                "with clear, sparse transitions between sections.",
             )
             tags = [chd, mel, "sustained chords", "high register melody"]
         tags += [
@@ -316,9 +334,10 @@ def build_demo_midi(kind: str, rng: np.random.Generator, seconds: float):
             if voicing == "open fifth"
             else f"{key_name} chord"
         )
-        caption = (
+        caption = _theme(
+            "drone",
             f"A flat, static {name} drone holding one {chord_desc} for the whole clip with no "
-            "change: no melody, no rhythm, no sections."
+            "change: no melody, no rhythm, no sections.",
         )
         tags = [
             name,
@@ -356,10 +375,11 @@ def build_demo_midi(kind: str, rng: np.random.Generator, seconds: float):
             pm.instruments.append(inst)
             name = _instrument_name(program)
             tempo = _tempo_word(bpm)
-            caption = (
+            caption = _theme(
+                "texture",
                 f"A static texture: one {length}-note {name} ostinato pattern in {key_name} "
                 "repeated unchanged for the whole clip, with no sectional change. "
-                f"{tempo.capitalize()} tempo around {int(bpm)} BPM, hypnotic and repetitive."
+                f"{tempo.capitalize()} tempo around {int(bpm)} BPM, hypnotic and repetitive.",
             )
             tags = [
                 name,
@@ -387,10 +407,11 @@ def build_demo_midi(kind: str, rng: np.random.Generator, seconds: float):
                     t += gap
             pm.instruments.append(inst)
             name = _instrument_name(program)
-            caption = (
+            caption = _theme(
+                "texture",
                 f"A static texture: a dense, shimmering cluster of {width} adjacent {key_name} "
                 f"scale tones on {name}, retriggered rapidly and "
-                "irregularly for the whole clip, with no melody and no sectional change."
+                "irregularly for the whole clip, with no melody and no sectional change.",
             )
             tags = [
                 name,

@@ -201,3 +201,32 @@ def test_render_speed():
     elapsed = time.perf_counter() - t0
     assert len(out) == 24
     assert elapsed < 10.0, f"24 x 8 s took {elapsed:.1f} s"
+
+
+def test_character_prompts_name_trained_styles():
+    """Each of the paper's character prompts opens the captions of one style, so the tiny
+    model's tokenizer knows its words."""
+    import yaml
+    from conftest import REPO
+
+    from eisbach.demo_music import CHARACTER_THEMES
+
+    prompts = {
+        p["text"]
+        for p in yaml.safe_load((REPO / "config/config.yaml").read_text())["sample"]["prompts"]
+    }
+    assert set(CHARACTER_THEMES.values()) == prompts
+    opened = {}
+    for kind in ("aba", "drone", "texture"):
+        for seed in range(12):
+            _, caption, *_ = build_demo_midi(kind, np.random.default_rng(seed), 6.0)
+            owner = [name for name in prompts if caption.startswith(f"{name}'s theme. ")]
+            assert len(owner) == 1, caption
+            if owner:
+                opened.setdefault(owner[0], set()).add(kind)
+    assert opened == {
+        "Little Piglet Prince": {"aba"},
+        "Professor Pallas Cat": {"aba"},
+        "Raccoon Mathematician": {"texture"},
+        "Seal Lawyer": {"drone"},
+    }

@@ -1,6 +1,8 @@
 """The experiment grid from config, and the train rules it gives Snakemake."""
 
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -71,6 +73,16 @@ def test_paper_grid_is_the_full_sweep():
     assert len(runs) == 32 * 2 * 3
     assert not any("-l0_" in rid for rid in runs)
     assert all(r["match"] in runs for r in runs.values() if r["match"])
+
+
+def test_grid_names_the_registry_without_importing_torch():
+    from eisbach import grid, weighting
+
+    assert set(grid.SCHEMES) == set(weighting.REGISTRY)
+    assert grid.LAMBDA_SCHEMES == weighting.LAMBDA_SCHEMES
+    probe = "import sys, eisbach.grid; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_grid_errors():

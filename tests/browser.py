@@ -189,7 +189,11 @@ async def _inspect(port: int, url: str, screenshot: Path | None, report: PageRep
     for event in s.events:
         method, params = event.get("method"), event.get("params", {})
         if method == "Runtime.exceptionThrown":
-            report.console_errors.append(json.dumps(params["exceptionDetails"])[:500])
+            details = params["exceptionDetails"]
+            what = details.get("exception", {}).get("description") or details.get("text")
+            report.console_errors.append(
+                f"{what} at {details.get('url', '')}:{details.get('lineNumber')}"
+            )
         elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
             args = [a.get("value", a.get("description")) for a in params.get("args", [])]
             report.console_errors.append(f"console.{params['type']}: {args}")

@@ -342,6 +342,7 @@ def p3_figure(per_prompt: pd.DataFrame, groups, stem: Path, record: dict) -> lis
         s = styles[arm]
         ax.scatter(part["vendi"], part["consistency"], color=s["color"], marker=s["marker"],
                    alpha=0.45, s=22, zorder=2)  # fmt: skip
+        # the base model has no training seed: its prompts are its clusters
         seed_col = "train_seed" if groups.get(arm) != "base" else "prompt_id"
         cx, cy = ci_by_seed(part, "vendi", seed_col), ci_by_seed(part, "consistency", seed_col)
         if cx is None or cy is None:

@@ -303,7 +303,7 @@ def p2_figure(per_sample: pd.DataFrame, per_prompt: pd.DataFrame, stem, record) 
                 capsize=3,
                 label=str(adapter),
             )
-        ax.axvspan(*P2_BAND, color="tab:orange", alpha=0.15, label="paper's band 0.3-0.7")
+        ax.axvspan(*P2_BAND, color="tab:gray", alpha=0.15, label="paper's band 0.3-0.7")
         ax.axvline(P2_COLLAPSE, color="k", linestyle=":", linewidth=1, label="collapse > 0.8")
         unit = METRICS[name].unit if name in METRICS else "Vendi score"
         ax.set(xlabel="λ", title=name, ylabel=unit, xlim=(-0.05, 1.0))

@@ -7,7 +7,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from browser import find_chromium, inspect_page
+from browser import ensure_chromium, inspect_page
 from conftest import copy_workflow, run_snakemake
 from markupsafe import escape
 
@@ -77,9 +77,9 @@ def test_every_link_inside_the_zip_resolves(unpacked):
 
 
 def test_the_zipped_report_opens_clean_in_chromium(unpacked, tmp_path):
-    chromium = find_chromium()
+    chromium, why = ensure_chromium()
     if chromium is None:
-        pytest.skip("chromium is not installed (scripts/setup_browser.sh installs it)")
+        pytest.skip(why)
     (index,) = unpacked.glob("data/raw/*/index.html")
     page = inspect_page(index, screenshot=tmp_path / "zipped.png", chromium=chromium)
     assert page.console_errors == [] and page.failed_loads == [] and page.media_failures == []

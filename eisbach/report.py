@@ -1,243 +1,218 @@
-"""Report stage: one static HTML page that opens from file:// (every link relative)."""
+"""Report stage: one static HTML page rendered from a jinja2 template (autoescaped), in a folder
+that holds everything it links to, so that it opens from file:// and travels whole inside
+``snakemake --report``'s zip.
+
+    <report dir>/index.html
+    <report dir>/provenance.json
+    <report dir>/assets/figures/<figure>.png|svg
+    <report dir>/assets/tables/<table>.csv|md|tex
+    <report dir>/assets/samples/<run_id>/<sample>.wav|png   (player and spectrogram)
+
+Assets are hard links to the stage outputs where the file system allows it, else copies.
+"""
 
 from __future__ import annotations
 
 import argparse
-import html
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
+import jinja2
 import pyarrow.parquet as pq
 
-from eisbach import provenance
-from eisbach.atomic import write_text
-from eisbach.figures import TABLE_COLUMNS, fmt, table2_rows
+from eisbach import provenance, tables
+from eisbach.atomic import atomic_path, write_json, write_text
+from eisbach.figures import FIGURES, arm_of_row, spectrogram_path
 
-VERDICT_COLOURS = {"supported": "#1b7f3b", "contradicted": "#b3261e", "inconclusive": "#8a6d00"}
-STYLE = """
-body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em}
-th{background:#f3f3f3}.v,.r{font-weight:bold}.grid{display:flex;flex-wrap:wrap;gap:1em}
-.card{border:1px solid #ddd;padding:.5em;width:380px;font-size:.8em}.card img{width:100%}
-.card audio{width:100%}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5em 1em}
-code{background:#f3f3f3;padding:0 .2em}
-"""
-
-
-def rel(path, report_dir: Path) -> str:
-    return html.escape(os.path.relpath(Path(path).resolve(), report_dir.resolve()))
-
-
-def esc(value) -> str:
-    return html.escape(fmt(value))
-
-
-def verdict_cell(v: str) -> str:
-    return f'<td class="v" style="color:{VERDICT_COLOURS.get(v, "#222")}">{esc(v)}</td>'
+GROUP_ORDER = {"base": 0, "baseline": 1, "barrier": 2, "control": 3}
+TABLE_NAMES = ("table2", "predictions", "controls")
+# What each backend's run can speak to, whatever its verdicts read.
+BACKEND_SCOPE = {
+    "tiny": (
+        "a tiny DiT pretrained for minutes on generated music, on CPU: it shows that every "
+        "stage runs and how each claim is judged, and says nothing about Stable Audio 3 or "
+        "MusicCaps"
+    ),
+    "stable-audio-tools": (
+        "a stable-audio-tools model, not the paper's Stable Audio 3 Medium: the claims are "
+        "tested on another backbone"
+    ),
+    "stable-audio-3": (
+        "Stable Audio 3, the paper's backbone: the verdicts speak to the paper's claims for "
+        "this run's data, seeds and settings"
+    ),
+}
 
 
-def claims_section(summary: dict) -> str:
-    rows = table2_rows(summary)
-    head = "".join(f"<th>{c}</th>" for c in TABLE_COLUMNS)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            verdict_cell(r.get(c)) if c == "verdict" else f"<td>{esc(r.get(c))}</td>"
-            for c in TABLE_COLUMNS
-        )
-        + "</tr>"
-        for r in rows
-    )
-    predictions = [c for c in summary["claims"] if not c["id"].startswith("table2.")]
-    pred_rows = "".join(
-        f"<tr><td>{esc(c['id'])}</td><td>{esc(c.get('claim'))}</td>{verdict_cell(c['verdict'])}"
-        f"<td>{esc(c.get('diff'))}</td><td>[{esc(c.get('ci_low'))}, {esc(c.get('ci_high'))}]</td>"
-        f"<td>{esc(c.get('reason'))}</td></tr>"
-        for c in predictions
-    )
-    return (
-        "<h2>Table 2: barrier against baseline</h2>"
-        "<p>Barrier = scheme <code>eisbach</code> at the Table 2 &lambda; and adapter "
-        "(<code>evaluate.table2_lam</code>, <code>table2_adapter</code>; the paper's 0.5 and "
-        "DoRA); baseline = <code>none</code>. Each barrier sample pairs with the baseline sample "
-        "of the same adapter, training seed, prompt and sampling seed (the same initial noise). "
-        "Differences are barrier &minus; baseline, with a two-stage bootstrap CI over training "
-        "seeds and then pairs; with one training seed the verdict is inconclusive. Every "
-        "verdict is computed by <code>eisbach.evaluate</code>.</p>"
-        f"<table><tr>{head}</tr>{body}</table>"
-        "<h2>Section 9 predictions</h2>"
-        "<table><tr><th>id</th><th>claim</th><th>verdict</th><th>diff</th><th>CI</th><th>note</th></tr>"
-        f"{pred_rows}</table>"
-    )
+def link_or_copy(src: Path, dest: Path) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
-def spread_section(summary: dict) -> str:
-    rows = []
-    for rid, spread in sorted(summary["weight_spread"].items()):
-        for b in spread["by_t"]:
-            h, w = b["H"], b["w"]
-            rows.append(
-                f"<tr><td>{esc(rid)}</td><td>{b['t_lo']:.1f}&ndash;{b['t_hi']:.1f}</td><td>{b['n']}</td>"
-                f"<td>{h['mean']:.3f} &plusmn; {h['sd']:.3f} [{h['min']:.3f}, {h['max']:.3f}]</td>"
-                f"<td>{w['mean']:.3f} &plusmn; {w['sd']:.3f} [{w['min']:.3f}, {w['max']:.3f}]</td>"
-                f"<td>{spread['mean_applied_weight']:.3f}</td></tr>"
-            )
-    return (
-        "<h2>Spread of H and w during training</h2>"
-        "<p>Does w vary across samples at all? Under SGD a w that barely varies would act as a "
-        "smaller learning rate. This loop trains with AdamW, whose update m/(&radic;v+&epsilon;) "
-        "normalises a uniform loss scale away (a constant c only turns &epsilon; into "
-        "&epsilon;/c): a near-uniform w does almost nothing, and what is left is its variation "
-        "across the samples of a batch and across steps. <code>constant</code> at the matched "
-        "weight shows the first part (it trains nearly the run of <code>none</code>); "
-        "<code>eisbach_batchmean</code> keeps only the variation across steps and "
-        "<code>eisbach_shuffled</code> the values without their assignment.</p>"
-        "<table><tr><th>run</th><th>t-bin</th><th>n</th><th>H mean &plusmn; sd [min, max]</th>"
-        "<th>w mean &plusmn; sd [min, max]</th><th>mean applied weight</th></tr>"
-        + "".join(rows)
-        + "</table>"
-    )
+def rel(path: Path, report_dir: Path) -> str:
+    return Path(os.path.relpath(path, report_dir)).as_posix()
 
 
-READING_COLOURS = {"eisbach lower": "#1b7f3b", "control lower": "#b3261e"}
+def verdict_counts(claims: list[dict]) -> dict[str, int]:
+    counts = Counter(c["verdict"] for c in claims)
+    return {v: counts.get(v, 0) for v in ("supported", "contradicted", "inconclusive")}
 
 
-def controls_section(summary: dict) -> str:
-    rows = []
-    for c in summary.get("controls", []):
-        colour = READING_COLOURS.get(c["reading"], "#8a6d00")
-        by_t = ", ".join(f"{t}: {fmt(d)}" for t, d in c["diff_by_t"].items())
-        rows.append(
-            f"<tr><td>{esc(c['control'])}</td><td>{esc(c['reference'])}</td>"
-            f"<td>{esc(c['adapter'])}</td><td>{c['seeds']}</td><td>{c['units']}</td>"
-            f"<td>{esc(c['control_loss'])}</td><td>{esc(c['reference_loss'])}</td>"
-            f"<td>{esc(c.get('diff'))}</td><td>[{esc(c.get('ci_low'))}, {esc(c.get('ci_high'))}]</td>"
-            f'<td class="r" style="color:{colour}">{esc(c["reading"])}</td>'
-            f"<td>{esc(by_t)}</td><td>{esc(c.get('reason'))}</td></tr>"
-        )
-    if not rows:
-        return "<h2>Controls</h2><p>The grid has no control paired with an eisbach run.</p>"
-    return (
-        "<h2>Controls: held-out denoising loss</h2>"
-        "<p>Each control against the eisbach run of the same &lambda;, adapter and training seed, "
-        "scored on the eval clips with identical timesteps and noise. diff = control &minus; "
-        "eisbach, averaged per (seed, clip) over the t grid, with a paired two-stage bootstrap "
-        "CI (training seeds, then clips within them). "
-        "<code>constant-matched</code> scales the loss by eisbach's mean applied weight; under "
-        "AdamW that is nearly <code>none</code> (see the spread section). With one training "
-        "seed the reading is inconclusive. A diagnostic of the method, not a verdict on the "
-        "paper's claims.</p>"
-        "<table><tr><th>control</th><th>reference</th><th>adapter</th><th>seeds</th>"
-        "<th>units</th><th>control loss</th><th>eisbach loss</th><th>diff</th><th>CI</th>"
-        "<th>reading</th><th>diff by t</th><th>note</th></tr>" + "".join(rows) + "</table>"
-    )
+def judgeable(claim: dict) -> bool:
+    """Whether this run can judge a claim: a CI that spans two or more training seeds (P1 and
+    P5 read logged samples of every barrier run, so any CI will do)."""
+    if claim["id"] == "P3":
+        return all(judgeable({"id": p} | (claim.get(p) or {})) for p in tables.P3_PARTS)
+    if "ci_low" not in claim or "one training seed" in (claim.get("reason") or ""):
+        return False
+    return claim.get("seeds") is None or claim["seeds"] >= 2
 
 
-def data_section(manifest_path: Path) -> str:
-    rows = pq.read_table(manifest_path).to_pylist()
-    counts = Counter(r["status"] for r in rows)
-    minutes = sum(r["duration"] or 0 for r in rows if r["status"] == "ok") / 60
-    cells = "".join(f"<tr><td>{esc(s)}</td><td>{n}</td></tr>" for s, n in sorted(counts.items()))
-    return (
-        f"<h2>Data</h2><p>{len(rows)} clips in the manifest; {minutes:.1f} minutes of audio kept.</p>"
-        f"<table><tr><th>status</th><th>clips</th></tr>{cells}</table>"
-    )
+def run_summary(summary: dict, runs: dict[str, dict], per_sample: list[dict], manifest, profile):
+    """The one-screen summary: what this run can and cannot show, from its own artefacts."""
+    adapters = [r for r in runs.values() if r.get("kind") != "base"]
+    backends = sorted({r["config"]["backend"]["name"] for r in runs.values() if "config" in r})
+    claims = summary["claims"]
+    can = [c for c in claims if judgeable(c)]
+    cannot = [c for c in claims if not judgeable(c)]
+    spread = [s["mean_applied_weight"] for rid, s in summary["weight_spread"].items()
+              if runs.get(rid, {}).get("scheme", {}).get("name") == "eisbach"]  # fmt: skip
+    return {
+        "profile": profile,
+        "backends": backends,
+        "scope": [BACKEND_SCOPE.get(b, f"backend {b}") for b in backends],
+        "clips_ok": sum(1 for r in manifest if r["status"] == "ok"),
+        "clips": len(manifest),
+        "fine_tunes": len(adapters),
+        "train_seeds": sorted({r["seed"] for r in adapters}),
+        "arms": sorted({arm_of_row(r) for r in per_sample}),
+        "samples": len(per_sample),
+        "counts": verdict_counts(claims),
+        "can": can,
+        "cannot": cannot,
+        "applied_weight": (min(spread), max(spread)) if spread else None,
+    }
 
 
-def samples_section(per_sample: list[dict], figures_dir: Path, report_dir: Path) -> str:
-    out = ["<h2>Samples</h2>"]
-    for rid in sorted({r["run_id"] for r in per_sample}):
-        cards = []
-        for r in sorted((r for r in per_sample if r["run_id"] == rid), key=lambda r: r["path"]):
-            png = figures_dir / "spectrograms" / rid / (Path(r["path"]).stem + ".png")
-            cards.append(
-                f'<div class="card"><b>{esc(r["prompt_id"])}</b> seed {r["seed"]}<br>'
-                f"<i>{esc(r['prompt'])}</i><br>"
-                f'<audio controls preload="none" src="{rel(r["path"], report_dir)}"></audio>'
-                f'<img alt="spectrogram" src="{rel(png, report_dir)}"></div>'
-            )
-        out.append(f"<h3>{esc(rid)} ({esc(per_sample_group(per_sample, rid))})</h3>")
-        out.append('<div class="grid">' + "".join(cards) + "</div>")
-    return "".join(out)
+def sample_groups(per_sample: list[dict]) -> list[dict]:
+    """Per prompt, per sampling seed: the samples of every arm side by side, base first, then
+    baselines and barriers of the same training seed next to each other."""
+    prompts: dict[str, dict] = {}
+    for row in per_sample:
+        entry = prompts.setdefault(row["prompt_id"], {"prompt": row["prompt"], "seeds": {}})
+        entry["seeds"].setdefault(row["seed"], []).append(row)
+
+    def order(r):
+        seed = r["train_seed"] if r["train_seed"] is not None else -1
+        return (seed, GROUP_ORDER.get(r["group"], 9), arm_of_row(r))
+
+    return [
+        {
+            "prompt_id": pid,
+            "prompt": entry["prompt"],
+            "seeds": [
+                {"seed": seed, "cards": sorted(cards, key=order)}
+                for seed, cards in sorted(entry["seeds"].items())
+            ],
+        }
+        for pid, entry in sorted(prompts.items())
+    ]
 
 
-def per_sample_group(per_sample: list[dict], rid: str) -> str:
-    return next(r["group"] for r in per_sample if r["run_id"] == rid)
-
-
-def provenance_section(records: dict[str, dict]) -> str:
-    rows = "".join(
-        f"<tr><td>{esc(name)}</td><td><code>{esc(p.get('config_hash'))}</code></td>"
-        f"<td><code>{esc(p.get('git_commit'))}</code></td><td>{esc(p.get('created_utc'))}</td></tr>"
-        for name, p in records.items()
-    )
-    packages = records[next(iter(records))].get("packages", {})
-    pkg = ", ".join(f"{esc(k)} {esc(v)}" for k, v in packages.items())
-    return (
-        "<h2>Provenance</h2>"
-        + mixed_commits_warning(records)
-        + "<table><tr><th>artefact</th><th>config hash</th><th>git commit</th>"
-        f"<th>created</th></tr>{rows}</table><p>Packages: {pkg}</p>"
-    )
-
-
-def mixed_commits_warning(records: dict[str, dict]) -> str:
-    """Snakemake reruns a job when its inputs, parameters or shell command change, not when the
-    eisbach code it runs does; so after a code change, old artefacts can sit beside new ones."""
+def mixed_commits(records: dict[str, dict]) -> list[str]:
+    """The code versions behind the artefacts when there is more than one. Snakemake reruns a
+    job when its inputs, parameters or command change, not when the eisbach code it runs does,
+    so after a code change old artefacts can sit beside new ones."""
     commits = sorted({p.get("git_commit") or "unknown" for p in records.values()})
-    if len(commits) < 2:
-        return ""
-    return (
-        f'<p class="note">These artefacts come from {len(commits)} different code versions '
-        f"({esc(', '.join(commits))}): a job reruns when its inputs, parameters or command "
-        "change, not when the code it runs does. To rebuild everything with the current code, "
-        "run <code>snakemake --cores all --forceall</code>.</p>"
+    return commits if len(commits) > 1 else []
+
+
+def table_view(df) -> dict:
+    return {"columns": list(df.columns), "rows": [[tables.cell(v) for v in r] for r in df.values]}
+
+
+def environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("eisbach", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
+
+
+def copy_assets(args, per_sample: list[dict], report_dir: Path) -> dict:
+    """Every file the page links to, under report_dir/assets; name -> relative link."""
+    assets = report_dir / "assets"
+    links: dict = {"figures": {}, "tables": {}, "samples": {}}
+    for stem in FIGURES:
+        for ext in ("png", "svg"):
+            src = args.figures_dir / f"{stem}.{ext}"
+            if not src.exists():
+                raise FileNotFoundError(f"{src} is missing; rerun the figures rule")
+            link_or_copy(src, assets / "figures" / src.name)
+        links["figures"][stem] = {ext: f"assets/figures/{stem}.{ext}" for ext in ("png", "svg")}
+    for name in TABLE_NAMES:
+        links["tables"][name] = {}
+        for ext in ("csv", "md", "tex"):
+            link_or_copy(args.tables_dir / f"{name}.{ext}", assets / "tables" / f"{name}.{ext}")
+            links["tables"][name][ext] = f"assets/tables/{name}.{ext}"
+    for row in per_sample:
+        folder = assets / "samples" / row["run_id"]
+        wav, png = Path(row["path"]), spectrogram_path(args.figures_dir, row)
+        link_or_copy(wav, folder / wav.name)
+        link_or_copy(png, folder / png.name)
+        links["samples"][row["path"]] = {
+            "audio": rel(folder / wav.name, report_dir),
+            "spectrogram": rel(folder / png.name, report_dir),
+        }
+    return links
+
+
+def render(context: dict) -> str:
+    return environment().get_template("report.html.j2").render(**context)
 
 
 def build(args) -> str:
     report_dir = args.out.parent
     summary = json.loads(args.summary.read_text())
     per_sample = pq.read_table(args.per_sample).to_pylist()
-    figures_dir = args.figures_dir
+    manifest = pq.read_table(args.manifest).to_pylist()
+    runs = {d.name: json.loads((d / "run.json").read_text()) for d in args.runs}
     records = {"summary.json": summary["provenance"]}
-    for d in args.runs:
-        records[f"runs/{d.name}"] = json.loads((d / "run.json").read_text())["provenance"]
-    for name in ("p1_weight_vs_t.png", "weight_spread.png", "metrics_by_group.png"):
-        if not (figures_dir / name).exists():
-            raise FileNotFoundError(f"{figures_dir / name} is missing; rerun the figures rule")
-    figures = "".join(
-        f'<figure><img style="max-width:100%" src="{rel(figures_dir / n, report_dir)}">'
-        f"<figcaption>{c}</figcaption></figure>"
-        for n, c in (
-            ("p1_weight_vs_t.png", "P1: w and H against t, from the per-sample training logs."),
-            ("weight_spread.png", "Spread of H, w and the applied weight per run."),
-            ("metrics_by_group.png", "Table 2 metrics per sample, by group."),
-        )
-    )
-    profile = html.escape(args.profile)
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>Eisbach report ({profile})</title>"
-        f"<style>{STYLE}</style></head><body>"
-        f"<h1>Eisbach log-barrier: reproduction report</h1><p>Profile: <b>{profile}</b>.</p>"
-        + (
-            '<p class="note">This is the offline demo: a tiny DiT pretrained on generated music, '
-            "on CPU, for minutes. It shows that every stage runs and how each claim is judged; its "
-            "verdicts say nothing about Stable Audio 3 on MusicCaps.</p>"
-            if args.profile != "paper"
-            else ""
-        )
-        + claims_section(summary)
-        + f"<h2>Figures</h2>{figures}"
-        + spread_section(summary)
-        + controls_section(summary)
-        + data_section(args.manifest)
-        + samples_section(per_sample, figures_dir, report_dir)
-        + provenance_section(records)
-        + "</body></html>"
-    )
+    records |= {f"runs/{rid}": run["provenance"] for rid, run in runs.items()}
+    links = copy_assets(args, per_sample, report_dir)
+    for row in per_sample:
+        row["arm"] = arm_of_row(row)
+    packages = summary["provenance"].get("packages", {})
+    status = Counter(r["status"] for r in manifest)
+    context = {
+        "overview": run_summary(summary, runs, per_sample, manifest, args.profile),
+        "table2": table_view(tables.table2_frame(summary)),
+        "predictions": table_view(tables.predictions_frame(summary)),
+        "controls": table_view(tables.controls_frame(summary)),
+        "weight_spread": sorted(summary["weight_spread"].items()),
+        "figures": [{"stem": s, "caption": c, **links["figures"][s]} for s, c in FIGURES.items()],
+        "tables": links["tables"],
+        "data": {
+            "clips": len(manifest),
+            "minutes": sum(r["duration"] or 0 for r in manifest if r["status"] == "ok") / 60,
+            "status": sorted(status.items()),
+        },
+        "prompts": sample_groups(per_sample),
+        "sample_links": links["samples"],
+        "records": records,
+        "mixed_commits": mixed_commits(records),
+        "packages": packages,
+    }
+    return render(context)
 
 
 def main(argv=None) -> None:
@@ -246,14 +221,14 @@ def main(argv=None) -> None:
     parser.add_argument("--per-sample", type=Path, required=True)
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--figures-dir", type=Path, required=True)
+    parser.add_argument("--tables-dir", type=Path, required=True)
     parser.add_argument("--runs", type=Path, nargs="+", required=True)
     parser.add_argument("--profile", required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     page = build(args)
     write_text(args.out, page)
-    write_text(
-        args.out.parent / "provenance.json",
-        json.dumps(provenance.provenance({"profile": args.profile}), indent=2),
+    write_json(
+        args.out.parent / "provenance.json", provenance.provenance({"profile": args.profile})
     )
     print(f"report -> {args.out}")

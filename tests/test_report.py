@@ -1,6 +1,18 @@
-"""The report warns when its artefacts were made by different versions of the code."""
+"""The report: provenance across code versions, escaping, the grouping of samples, and which
+claims a run can judge."""
 
-from eisbach.report import mixed_commits_warning, provenance_section
+import json
+import re
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+from markupsafe import escape
+from synthetic_results import build_report
+
+from eisbach import tables
+from eisbach.figures import FIGURES
+from eisbach.report import judgeable, mixed_commits, sample_groups
 
 
 def record(commit):
@@ -9,13 +21,123 @@ def record(commit):
 
 def test_one_commit_no_warning():
     records = {"summary.json": record("1d97cd9"), "runs/a": record("1d97cd9")}
-    assert mixed_commits_warning(records) == ""
-    assert "different code versions" not in provenance_section(records)
+    assert mixed_commits(records) == []
 
 
 def test_mixed_commits_are_named():
     records = {"summary.json": record("4bd6823"), "runs/a": record("1d97cd9+dirty")}
-    warning = mixed_commits_warning(records)
-    assert "2 different code versions" in warning
-    assert "1d97cd9+dirty" in warning and "4bd6823" in warning and "--forceall" in warning
-    assert warning in provenance_section(records)
+    assert mixed_commits(records) == ["1d97cd9+dirty", "4bd6823"]
+
+
+def sample(run_id, group, prompt_id="p", seed=0, train_seed=0, scheme="none", lam=None):
+    return {
+        "run_id": run_id,
+        "group": group,
+        "prompt_id": prompt_id,
+        "prompt": f"prompt {prompt_id}",
+        "seed": seed,
+        "train_seed": train_seed,
+        "scheme": scheme,
+        "lam": lam,
+        "adapter": None if group == "base" else "dora",
+        "path": f"results/samples/{run_id}/{prompt_id}-s{seed}.wav",
+    }
+
+
+def test_samples_of_one_prompt_and_seed_sit_side_by_side():
+    rows = [
+        sample("eisbach-l0.5_dora-r4_s1", "barrier", train_seed=1, scheme="eisbach", lam=0.5),
+        sample("none_dora-r4_s1", "baseline", train_seed=1),
+        sample("eisbach-l0.5_dora-r4_s0", "barrier", scheme="eisbach", lam=0.5),
+        sample("none_dora-r4_s0", "baseline"),
+        sample("base-tiny", "base", train_seed=None, scheme="base"),
+        sample("none_dora-r4_s0", "baseline", seed=1),
+        sample("none_dora-r4_s0", "baseline", prompt_id="q"),
+    ]
+    groups = sample_groups(rows)
+    assert [g["prompt_id"] for g in groups] == ["p", "q"]
+    seeds = groups[0]["seeds"]
+    assert [s["seed"] for s in seeds] == [0, 1]
+    # base first, then each training seed's baseline beside its barrier
+    assert [c["run_id"] for c in seeds[0]["cards"]] == [
+        "base-tiny",
+        "none_dora-r4_s0",
+        "eisbach-l0.5_dora-r4_s0",
+        "none_dora-r4_s1",
+        "eisbach-l0.5_dora-r4_s1",
+    ]
+
+
+def test_which_claims_a_run_can_judge():
+    two_seeds = {
+        "id": "table2.x",
+        "seeds": 2,
+        "ci_low": -1,
+        "ci_high": 1,
+        "verdict": "inconclusive",
+    }
+    one_seed = two_seeds | {"seeds": 1}
+    no_ci = {"id": "P4", "verdict": "inconclusive", "reason": "needs LoRA"}
+    levels = {"id": "table2.dynamic_range_levels", "ci_low": 1, "reason": "...; one training seed"}
+    p1 = {"id": "P1", "ci_low": 0.1}
+    p3 = {"id": "P3", "consistency": {"seeds": 2, "ci_low": 0}, "vendi": {"seeds": 1, "ci_low": 0}}
+    assert judgeable(two_seeds) and judgeable(p1)
+    assert not any(map(judgeable, (one_seed, no_ci, levels, p3)))
+    assert judgeable(p3 | {"vendi": {"seeds": 2, "ci_low": 0}})
+
+
+EVIL_PROMPT = "<script>alert('x')</script> & <b>co</b>"
+EVIL_PROFILE = '"><img src=x onerror=alert(1)>'
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    prompts = {"piglet": EVIL_PROMPT, "seal": "Seal Lawyer"}
+    return build_report(tmp_path_factory.mktemp("report"), prompts, profile=EVIL_PROFILE)
+
+
+def links_of(page: str) -> list[str]:
+    return re.findall(r'(?:src|href)="([^"]+)"', page)
+
+
+def test_text_from_data_is_escaped(built):
+    page = built["report"].read_text()
+    assert "<script>" not in page and "<b>co</b>" not in page and "<img src=x" not in page
+    assert str(escape(EVIL_PROMPT)) in page and str(escape(EVIL_PROFILE)) in page
+
+
+def test_the_report_folder_holds_everything_it_links(built):
+    report_dir = built["report"].parent
+    page = built["report"].read_text()
+    links = [link for link in links_of(page) if not link.startswith("#")]
+    assert len(links) > 40
+    for link in links:
+        target = (report_dir / link).resolve()
+        assert target.is_relative_to(report_dir.resolve()), f"{link} leaves the report folder"
+        assert target.is_file() and target.stat().st_size > 0, link
+    per_sample = pq.read_table(built["per_sample"]).to_pylist()
+    assert page.count("<audio") == len(per_sample) == 28
+    # the players and spectrograms are the stage outputs, byte for byte
+    for row in per_sample:
+        copy = report_dir / "assets/samples" / row["run_id"] / Path(row["path"]).name
+        assert copy.read_bytes() == Path(row["path"]).read_bytes()
+    for stem in FIGURES:
+        assert f'src="assets/figures/{stem}.png"' in page and f"assets/figures/{stem}.svg" in page
+    assert "config_hash" in json.loads((report_dir / "provenance.json").read_text())
+
+
+def test_the_summary_opens_the_page(built):
+    page = built["report"].read_text()
+    summary_at = page.index('id="summary"')
+    assert summary_at < page.index('id="claims"') < page.index('id="samples"')
+    head = page[summary_at : page.index('id="claims"')]
+    # the synthetic P2 and P4 rest on one training seed: the run cannot judge them
+    cannot = head[head.index("Cannot judge here") :]
+    assert "P2: one training seed" in cannot and "P4: one training seed" in cannot
+    assert "says nothing about Stable Audio 3" in head
+    assert "training seeds 0, 1" in head and "28 samples from 5 arms" in head
+    verdicts = re.findall(r'class="v" data-verdict="([a-z]+)">([a-z]+)<', page)
+    summary = json.loads(built["summary"].read_text())
+    rows = tables.table2_rows(summary) + tables.prediction_rows(summary)
+    assert [v for v, _ in verdicts] == [r["verdict"] for r in rows]
+    assert all(a == b for a, b in verdicts)

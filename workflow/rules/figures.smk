@@ -1,40 +1,58 @@
+# The figures of eisbach.figures.FIGURES (tests/test_figures.py checks the two lists agree),
+# each with its caption in workflow/report/<stem>.rst.
+FIGURE_STEMS = [
+    "p1_weight_vs_t",
+    "p2_lambda_sweep",
+    "p3_consistency_vs_diversity",
+    "p4_pca_coverage",
+    "p5_corr_h_loss",
+    "entropy_vs_logsnr",
+    "ssm_grid",
+    "training_curves",
+    "weight_spread",
+    "metrics_by_group",
+]
+TABLES = {
+    "table2": "Claims",
+    "predictions": "Claims",
+    "controls": "Controls",
+}
+
+
+FIGURE_OUTPUTS = {
+    f"{stem}_{ext}": report(
+        f"results/figures/{stem}.{ext}",
+        caption=f"../report/{stem}.rst",
+        category="Figures",
+        subcategory=ext.upper(),
+        labels={"figure": stem, "format": ext},
+    )
+    for stem in FIGURE_STEMS
+    for ext in ("png", "svg")
+}
+TABLE_OUTPUTS = {
+    f"{name}_{ext}": report(
+        f"results/tables/{name}.{ext}",
+        caption=f"../report/{name}.rst",
+        category=category,
+        subcategory=name,
+        labels={"table": name, "format": ext},
+    )
+    for name, category in TABLES.items()
+    for ext in ("csv", "md", "tex")
+} | {f"{name}_provenance": f"results/tables/{name}.provenance.json" for name in TABLES}
+
+
 rule figures:
     input:
         summary="results/metrics/summary.json",
         per_sample="results/metrics/per_sample.parquet",
+        per_prompt="results/metrics/per_prompt.parquet",
+        latents=f"{LATENTS_DIR}/latents_manifest.json",
         runs=expand("results/runs/{run_id}/train_log.parquet", run_id=RUNS),
     output:
-        table_csv=report(
-            "results/tables/table2.csv",
-            caption="../report/table2.rst",
-            category="Claims",
-        ),
-        table_md="results/tables/table2.md",
-        table_tex="results/tables/table2.tex",
-        table_provenance="results/tables/table2.provenance.json",
-        controls_csv=report(
-            "results/tables/controls.csv",
-            caption="../report/controls.rst",
-            category="Controls",
-        ),
-        controls_md="results/tables/controls.md",
-        controls_tex="results/tables/controls.tex",
-        controls_provenance="results/tables/controls.provenance.json",
-        p1=report(
-            "results/figures/p1_weight_vs_t.png",
-            caption="../report/p1.rst",
-            category="Figures",
-        ),
-        spread=report(
-            "results/figures/weight_spread.png",
-            caption="../report/spread.rst",
-            category="Figures",
-        ),
-        metrics=report(
-            "results/figures/metrics_by_group.png",
-            caption="../report/metrics.rst",
-            category="Figures",
-        ),
+        **FIGURE_OUTPUTS,
+        **TABLE_OUTPUTS,
         spectrograms=directory("results/figures/spectrograms"),
     log:
         "results/logs/figures/figures.log",
@@ -48,6 +66,8 @@ rule figures:
         python=PYTHON,
         run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
     shell:
-        "{params.python} scripts/figures.py --summary {input.summary} --per-sample {input.per_sample} "
-        "--runs {params.run_dirs} --figures-dir results/figures --tables-dir results/tables "
-        "> {log} 2>&1"
+        "{params.python} scripts/figures.py --summary {input.summary} "
+        "--per-sample {input.per_sample} --per-prompt {input.per_prompt} "
+        "--latents-manifest {input.latents} --runs {params.run_dirs} "
+        "--figures-dir results/figures --tables-dir results/tables "
+        "--analysis-cache results/metrics/cache/analyses > {log} 2>&1"

@@ -3,18 +3,25 @@ rule report_html:
         summary="results/metrics/summary.json",
         per_sample="results/metrics/per_sample.parquet",
         manifest="results/data/manifest.parquet",
-        p1="results/figures/p1_weight_vs_t.png",
-        spread="results/figures/weight_spread.png",
-        metrics="results/figures/metrics_by_group.png",
+        figures=expand(
+            "results/figures/{stem}.{ext}", stem=FIGURE_STEMS, ext=("png", "svg")
+        ),
         spectrograms="results/figures/spectrograms",
-        table="results/tables/table2.md",
+        tables=expand(
+            "results/tables/{name}.{ext}", name=TABLES, ext=("csv", "md", "tex")
+        ),
+        runs=expand("results/runs/{run_id}/run.json", run_id=RUNS),
     output:
-        html=report(
-            "results/report/index.html",
+        html="results/report/index.html",
+        provenance="results/report/provenance.json",
+        # the page with every file it links to, so that the zip of `snakemake --report`
+        # holds a working copy of it
+        site=report(
+            directory("results/report"),
+            htmlindex="index.html",
             caption="../report/index.rst",
             category="Report",
         ),
-        provenance="results/report/provenance.json",
     log:
         "results/logs/report/report.log",
     conda:
@@ -26,8 +33,9 @@ rule report_html:
     params:
         python=PYTHON,
         run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
-        profile=config["profile"],
+        profile=shlex.quote(str(config["profile"])),
     shell:
-        "{params.python} scripts/report.py --summary {input.summary} --per-sample {input.per_sample} "
-        "--manifest {input.manifest} --figures-dir results/figures --runs {params.run_dirs} "
+        "{params.python} scripts/report.py --summary {input.summary} "
+        "--per-sample {input.per_sample} --manifest {input.manifest} "
+        "--figures-dir results/figures --tables-dir results/tables --runs {params.run_dirs} "
         "--profile {params.profile} --out {output.html} > {log} 2>&1"

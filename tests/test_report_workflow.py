@@ -1,0 +1,99 @@
+"""The report of a real run (the smoke workflow on config/test.yaml): `snakemake --report`
+builds a zip that holds every file it links, the HTML report inside it opens clean in
+Chromium, and the profile from the config cannot reach the shell."""
+
+import re
+import zipfile
+from pathlib import Path
+
+import pytest
+from browser import ensure_chromium, inspect_page
+from conftest import copy_workflow, run_snakemake
+from markupsafe import escape
+
+from eisbach.figures import FIGURES
+from eisbach.report import TABLE_NAMES
+
+pytestmark = pytest.mark.slow
+CONFIG = ("--configfile", "config/test.yaml")
+LINK = re.compile(r'(?:src|href)="([^"#][^"]*)"')
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("report-workflow"))
+    result = run_snakemake(workdir, "--cores", "2", *CONFIG)
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def unpacked(finished, tmp_path_factory):
+    result = run_snakemake(finished, *CONFIG, "--report", "report.zip")
+    assert result.returncode == 0, result.stderr[-5000:]
+    out = tmp_path_factory.mktemp("zip")
+    with zipfile.ZipFile(finished / "report.zip") as archive:
+        archive.extractall(out)
+    (root,) = out.iterdir()
+    return root
+
+
+def local_links(page: str) -> list[str]:
+    return [link for link in LINK.findall(page) if not re.match(r"[a-z]+:", link)]
+
+
+def test_the_zip_holds_every_figure_table_and_the_html_report(unpacked):
+    main = (unpacked / "report.html").read_text()
+    registered = sorted(set(re.findall(r"data/raw/[0-9a-f]+/[^\"'\\\\]+", main)))
+    names = {Path(p).name for p in registered}
+    for stem in FIGURES:
+        assert {f"{stem}.png", f"{stem}.svg"} <= names, stem
+    for name in TABLE_NAMES:
+        assert {f"{name}.csv", f"{name}.md", f"{name}.tex"} <= names, name
+    assert "index.html" in names
+    for path in registered:
+        assert (unpacked / path).is_file(), f"report.html links {path}, absent from the zip"
+
+
+def test_every_link_inside_the_zip_resolves(unpacked):
+    (index,) = unpacked.glob("data/raw/*/index.html")
+    site = index.parent
+    reached = set()
+    for page in unpacked.rglob("*.html"):
+        if page.name == "report.html":
+            continue
+        links = local_links(page.read_text())
+        for link in links:
+            target = (page.parent / link).resolve()
+            assert target.is_relative_to(unpacked.resolve()), f"{page.name}: {link} leaves the zip"
+            assert target.is_file(), f"{page.relative_to(unpacked)} links {link}, absent"
+            reached.add(target)
+    page = index.read_text()
+    assert page.count("<audio") == 42 and len(local_links(page)) > 100
+    # nothing in the report folder is left unlinked
+    for f in site.rglob("*"):
+        if f.is_file() and f.name not in ("index.html", "provenance.json"):
+            assert f.resolve() in reached, f"{f.relative_to(site)} is in the zip but unlinked"
+
+
+def test_the_zipped_report_opens_clean_in_chromium(unpacked, tmp_path):
+    chromium, why = ensure_chromium()
+    if chromium is None:
+        pytest.skip(why)
+    (index,) = unpacked.glob("data/raw/*/index.html")
+    page = inspect_page(index, screenshot=tmp_path / "zipped.png", chromium=chromium)
+    assert page.console_errors == [] and page.failed_loads == [] and page.media_failures == []
+    assert page.audios == 42 and page.images == len(FIGURES) + 42
+
+
+def test_the_profile_never_reaches_the_shell(finished):
+    # unquoted on a shell line, this would run `touch INJECTED`
+    profile = "demo && touch INJECTED"
+    result = run_snakemake(
+        finished, "--cores", "1", *CONFIG, "--config", f"profile={profile}",
+        "--forcerun", "report_html", "--allowed-rules", "report_html",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert not (finished / "INJECTED").exists()
+    page = (finished / "results/report/index.html").read_text()
+    assert f"Profile <b>{escape(profile)}</b>" in page

@@ -60,6 +60,17 @@ def workflow_copy(tmp_path):
     return copy_workflow(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory) -> Path:
+    """The whole DAG on config/test.yaml, run once per test session (minutes on 2 cores).
+
+    Tests read it; a test that changes it works on its own copy (shutil.copytree)."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
+    result = run_snakemake(workdir, "--cores", "2", "--configfile", "config/test.yaml")
+    assert result.returncode == 0, result.stderr[-5000:]
+    return workdir
+
+
 def write_clip_store(
     backend, latents_dir: Path, captions: list[str], lengths: list[int], eval_every=0, **kw
 ):

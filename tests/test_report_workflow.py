@@ -3,12 +3,13 @@ builds a zip that holds every file it links, the HTML report inside it opens cle
 Chromium, and the profile from the config cannot reach the shell."""
 
 import re
+import shutil
 import zipfile
 from pathlib import Path
 
 import pytest
 from browser import ensure_chromium, inspect_page
-from conftest import copy_workflow, run_snakemake
+from conftest import run_snakemake
 from markupsafe import escape
 
 from eisbach.figures import FIGURES
@@ -19,20 +20,18 @@ CONFIG = ("--configfile", "config/test.yaml")
 LINK = re.compile(r'(?:src|href)="([^"#][^"]*)"')
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("report-workflow"))
-    result = run_snakemake(workdir, "--cores", "2", *CONFIG)
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir
+@pytest.fixture
+def finished(smoke_run):
+    return smoke_run
 
 
 @pytest.fixture(scope="module")
-def unpacked(finished, tmp_path_factory):
-    result = run_snakemake(finished, *CONFIG, "--report", "report.zip")
+def unpacked(smoke_run, tmp_path_factory):
+    zip_path = tmp_path_factory.mktemp("zip") / "report.zip"
+    result = run_snakemake(smoke_run, *CONFIG, "--report", str(zip_path))
     assert result.returncode == 0, result.stderr[-5000:]
-    out = tmp_path_factory.mktemp("zip")
-    with zipfile.ZipFile(finished / "report.zip") as archive:
+    out = zip_path.parent / "unpacked"
+    with zipfile.ZipFile(zip_path) as archive:
         archive.extractall(out)
     (root,) = out.iterdir()
     return root
@@ -86,8 +85,10 @@ def test_the_zipped_report_opens_clean_in_chromium(unpacked, tmp_path):
     assert page.audios == 42 and page.images == len(FIGURES) + 42
 
 
-def test_the_profile_never_reaches_the_shell(finished):
-    # unquoted on a shell line, this would run `touch INJECTED`
+def test_the_profile_never_reaches_the_shell(finished, tmp_path):
+    # unquoted on a shell line, this would run `touch INJECTED`; on a copy, since the report
+    # it rebuilds is the shared smoke run's
+    finished = Path(shutil.copytree(finished, tmp_path / "copy", symlinks=True))
     profile = "demo && touch INJECTED"
     result = run_snakemake(
         finished, "--cores", "1", *CONFIG, "--config", f"profile={profile}",

@@ -27,14 +27,9 @@ VERDICTS = {"supported", "contradicted", "inconclusive"}
 READINGS = {"eisbach lower", "control lower", "no difference detected", "inconclusive"}
 
 
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    from conftest import copy_workflow
-
-    workdir = copy_workflow(tmp_path_factory.mktemp("smoke"))
-    result = run_snakemake(workdir, "--cores", "2", "--configfile", "config/test.yaml")
-    assert result.returncode == 0, result.stderr[-5000:]
-    return workdir
+@pytest.fixture
+def finished(smoke_run):
+    return smoke_run
 
 
 def test_manifest_contract(finished):

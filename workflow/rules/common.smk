@@ -6,8 +6,25 @@ import sys
 
 from eisbach.grid import expand_grid
 
-PYTHON = shlex.quote(sys.executable)
+# Rules call `python` of the active environment, never an absolute interpreter path: params are
+# part of each output's record, and a path (this checkout, the container's /app/.venv, a conda
+# env of --sdm conda) would make a copied or moved run rerun everything. The interpreter that
+# runs Snakemake goes first on PATH, so `python` is it (or the conda env that --sdm activates).
+PYTHON = "python"
+_bin = os.path.dirname(sys.executable)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _bin:
+    os.environ.update(PATH=os.pathsep.join([_bin, os.environ.get("PATH", "")]))
 BACKEND = config["backend"]["name"]
+
+# Every rule runs in the image that the Dockerfile builds (--sdm apptainer on a cluster, or the
+# Kubernetes executor's --container-image). Rules have no `conda:` env: the stack is one hashed
+# pip lock of CUDA wheels (envs/requirements.lock), which conda would only wrap, and which
+# `make setup` and the Dockerfile install as it is.
+
+
+container: config.get("container_image", "docker-daemon://eisbach:0.1.0")
+
+
 LATENTS_DIR = f"results/latents/{BACKEND}"
 BASE_DIR = f"results/base/{BACKEND}"
 
@@ -40,6 +57,16 @@ def run_param(key):
 def train_resources(section):
     """mem_mb, runtime (minutes) and gpu of the `base` or `train` section."""
     return DEFAULT_RESOURCES | config.get(section, {}).get("resources", {})
+
+
+# Resources of the GPU-capable stages other than training (latents, sample) when their config
+# section has none: the demo's CPU figures. config/paper.yaml declares GPU ones.
+STAGE_RESOURCES = {"mem_mb": 4000, "runtime": 60, "gpu": 0}
+
+
+def stage_resources(section):
+    """mem_mb, runtime (minutes) and gpu of the `latents` or `sample` section."""
+    return STAGE_RESOURCES | config.get(section, {}).get("resources", {})
 
 
 def torchrun(section):

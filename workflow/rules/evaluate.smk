@@ -11,8 +11,6 @@ rule evaluate:
         summary="results/metrics/summary.json",
     log:
         "results/logs/evaluate/evaluate.log",
-    conda:
-        "../../envs/eisbach.yaml"
     threads: 1
     resources:
         mem_mb=4000,

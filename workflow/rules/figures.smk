@@ -38,8 +38,8 @@ rule figures:
         spectrograms=directory("results/figures/spectrograms"),
     log:
         "results/logs/figures/figures.log",
-    conda:
-        "../../envs/eisbach.yaml"
+    benchmark:
+        "results/benchmarks/figures/figures.tsv"
     threads: 1
     resources:
         mem_mb=2000,

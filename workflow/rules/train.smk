@@ -8,8 +8,8 @@ rule pretrain_base:
         run=f"{BASE_DIR}/run.json",
     log:
         f"results/logs/train/base-{BACKEND}.log",
-    conda:
-        "../../envs/eisbach.yaml"
+    benchmark:
+        f"results/benchmarks/pretrain_base/base-{BACKEND}.tsv"
     threads: config.get("base", {}).get("threads", 1)
     resources:
         mem_mb=train_resources("base")["mem_mb"],
@@ -42,8 +42,8 @@ rule finetune:
         run="results/runs/{run_id}/run.json",
     log:
         "results/logs/train/{run_id}.log",
-    conda:
-        "../../envs/eisbach.yaml"
+    benchmark:
+        "results/benchmarks/finetune/{run_id}.tsv"
     threads: config["train"]["threads"]
     resources:
         mem_mb=train_resources("train")["mem_mb"],

@@ -107,9 +107,9 @@ def estimate(config: dict, n_params: int, a: Assumptions = ASSUMPTIONS, mfu: flo
             row[f"job_minutes_{label}"] = 60 * job_h
             row[f"gpu_hours_{label}"] = count * job_h
         rows.append(row)
-    total = {
-        label: sum(r[f"gpu_hours_{label}"] for r in rows) for label in mfus
-    } | {"jobs": sum(jobs.values())}
+    total = {label: sum(r[f"gpu_hours_{label}"] for r in rows) for label in mfus} | {
+        "jobs": sum(jobs.values())
+    }
     return {
         "n_params": n_params,
         "frames_per_clip": frames,

@@ -10,7 +10,7 @@ import yaml
 from conftest import REPO, copy_workflow, run_snakemake
 
 PAPER_JOBS = 416
-GPU_RULES = ("latents", "finetune", "sample_run")
+GPU_RULES = ("latents", "pretrain_base", "finetune", "sample_run")
 
 
 def dry_run(tmp_path, *args):

@@ -9,17 +9,19 @@ from eisbach.grid import expand_grid
 # Rules call `python` of the active environment, never an absolute interpreter path: params are
 # part of each output's record, and a path (this checkout, the container's /app/.venv, a conda
 # env of --sdm conda) would make a copied or moved run rerun everything. The interpreter that
-# runs Snakemake goes first on PATH, so `python` is it (or the conda env that --sdm activates).
+# runs Snakemake goes first on PATH, so `python` is it.
 PYTHON = "python"
 _bin = os.path.dirname(sys.executable)
 if os.environ.get("PATH", "").split(os.pathsep)[0] != _bin:
     os.environ.update(PATH=os.pathsep.join([_bin, os.environ.get("PATH", "")]))
 BACKEND = config["backend"]["name"]
 
-# Every rule runs in the image that the Dockerfile builds (--sdm apptainer on a cluster, or the
-# Kubernetes executor's --container-image). Rules have no `conda:` env: the stack is one hashed
-# pip lock of CUDA wheels (envs/requirements.lock), which conda would only wrap, and which
-# `make setup` and the Dockerfile install as it is.
+# Rules may run in the image that the Dockerfile builds (--sdm apptainer on a cluster; the
+# Kubernetes executor takes --container-image instead). They have no `conda:` env: the stack is
+# one hashed pip lock of CUDA wheels (envs/requirements.lock) that `make setup` and the
+# Dockerfile install as it is, and a conda env file cannot point at it (`-r requirements.lock`
+# does not resolve once Snakemake copies the env file into .snakemake/conda), so conda would
+# only install a second, untested copy of the same lock.
 
 
 container: config.get("container_image", "docker-daemon://eisbach:0.1.0")
@@ -55,8 +57,14 @@ def run_param(key):
 
 
 def train_resources(section):
-    """mem_mb, runtime (minutes) and gpu of the `base` or `train` section."""
-    return DEFAULT_RESOURCES | config.get(section, {}).get("resources", {})
+    """mem_mb, runtime (minutes) and gpu of the `base` or `train` section. Without a `base`
+    section (pretrained backends, whose base job loads and checks the same model that training
+    loads), the base job takes the training job's resources on one GPU at most."""
+    own = config.get(section, {}).get("resources")
+    if own is None and section == "base":
+        own = dict(config["train"].get("resources", {}))
+        own["gpu"] = min(1, int(own.get("gpu", 0)))
+    return DEFAULT_RESOURCES | (own or {})
 
 
 # Resources of the GPU-capable stages other than training (latents, sample) when their config

@@ -38,8 +38,6 @@ rule figures:
         spectrograms=directory("results/figures/spectrograms"),
     log:
         "results/logs/figures/figures.log",
-    benchmark:
-        "results/benchmarks/figures/figures.tsv"
     threads: 1
     resources:
         mem_mb=2000,

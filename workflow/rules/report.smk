@@ -17,8 +17,6 @@ rule report_html:
         provenance="results/report/provenance.json",
     log:
         "results/logs/report/report.log",
-    benchmark:
-        "results/benchmarks/report_html/report.tsv"
     threads: 1
     resources:
         mem_mb=1000,

@@ -33,11 +33,13 @@ class Assumptions:
     clip_seconds: float = 10.0  # MusicCaps clips (all 10 s), also the sample length
     clips: int = 5521  # MusicCaps rows (musiccaps-public.csv); the download keeps fewer
     eval_clips: int = 2858  # is_audioset_eval=True rows: the held-out split
-    heldout_t: int = 5  # timesteps of the held-out loss (train.heldout.t default)
     mfu_low: float = 0.02  # batch 4 x 108 frames: launch-bound, a small share of the peak
     mfu_high: float = 0.25  # a well-fed bf16 DiT step
     peak_tflops: float = 989.0  # H100/H200 SXM dense bf16
     overhead_min_per_gpu_job: float = 5.0  # pod/container start, loading SA3 + T5Gemma + SAME-L
+    # pretrain_base of a pretrained backend loads and checks the model, then copies its weights
+    # (~3 GB in bf16 for 1.4 B parameters) into results/base: the overhead plus this
+    base_copy_min: float = 2.0
     autoencoder_realtime: float = 200.0  # SAME-L encode or decode, seconds of audio per second
     usd_per_gpu_hour: float = 3.0  # on-demand H100-class price; pass the provider's own
     margin: float = 3.0  # runtime limits declared = estimate at mfu_low x margin
@@ -85,9 +87,10 @@ def estimate(config: dict, n_params: int, a: Assumptions = ASSUMPTIONS, mfu: flo
     """Per-stage GPU-hours at mfu_low and mfu_high (or at a measured mfu for both)."""
     jobs = grid_jobs(config)
     train, sample = config["train"], config["sample"]
+    heldout_t = len(train.get("heldout", {}).get("t", [0.1, 0.3, 0.5, 0.7, 0.9]))
     frames = a.clip_seconds * LATENT_RATE
     per_train_job = 4 * n_params * frames * int(train["batch_size"]) * int(train["steps"])
-    per_train_job += 2 * n_params * frames * a.eval_clips * a.heldout_t  # held-out loss
+    per_train_job += 2 * n_params * frames * a.eval_clips * heldout_t  # held-out loss
     n_samples = (len(sample["prompts"]) + int(sample["captions_from_eval"])) * len(sample["seeds"])
     cfg_passes = 2 if float(sample["cfg_scale"]) != 1.0 else 1
     per_sample_job = 2 * n_params * frames * cfg_passes * int(sample["steps"]) * n_samples
@@ -98,6 +101,7 @@ def estimate(config: dict, n_params: int, a: Assumptions = ASSUMPTIONS, mfu: flo
     rows = []
     for name, count, flops, extra_s in (
         ("latents", 1, 0.0, encode_s),
+        ("pretrain_base", 1, 0.0, 60 * a.base_copy_min),
         ("finetune", jobs["finetune"], per_train_job, 0.0),
         ("sample_run", jobs["sample_run"], per_sample_job, decode_s),
     ):
@@ -164,6 +168,22 @@ def markdown(est: dict) -> str:
     return "\n".join(lines)
 
 
+def measured_mfu(result: dict) -> float:
+    """The MFU of the eisbach step from benchmarks/weight_overhead.py's JSON (what
+    scripts/gpu_check.sh writes), refused unless it ran the sa3-medium shape on a GPU."""
+    shape = result.get("shape", {})
+    full = {k: shape.get(k) for k in SA3_MEDIUM} == SA3_MEDIUM
+    if result.get("device", "cpu") == "cpu" or result.get("preset") != "sa3-medium" or not full:
+        raise SystemExit(
+            "--gpu-check: the result is not the sa3-medium shape on a GPU "
+            f"(device {result.get('device')!r}, preset {result.get('preset')!r}); "
+            "its MFU says nothing about the paper grid"
+        )
+    if "mfu" not in result:
+        raise SystemExit("--gpu-check: the result has no MFU (unknown GPU: pass --peak-tflops)")
+    return float(result["mfu"]["eisbach"])
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=Path("config/paper.yaml"))
@@ -177,7 +197,7 @@ def main(argv=None) -> dict:
         a = Assumptions(**(asdict(a) | {"usd_per_gpu_hour": args.usd_per_gpu_hour}))
     mfu = None
     if args.gpu_check:
-        mfu = json.loads(args.gpu_check.read_text())["mfu"]["eisbach"]
+        mfu = measured_mfu(json.loads(args.gpu_check.read_text()))
     est = estimate(config, dit_parameters(), a, mfu)
     est["declared_runtime_min"] = declared_runtimes(est, a)
     print(markdown(est))

@@ -42,6 +42,12 @@ class Assumptions:
     base_copy_min: float = 2.0
     autoencoder_realtime: float = 200.0  # SAME-L encode or decode, seconds of audio per second
     usd_per_gpu_hour: float = 3.0  # on-demand H100-class price; pass the provider's own
+    # evaluate, one CPU job: per 10 s clip, analyse() (0.13 s, benchmarks/metrics_speed.py on
+    # 2 shared cores here) and the musicnn embedding of FD-musicnn (DESIGN.md's ~5 s per 6 s
+    # clip on CPU, scaled to 10 s); its threads' speedup has not been measured
+    analyse_s_per_clip: float = 0.13
+    musicnn_s_per_clip: float = 5.0 * 10 / 6
+    evaluate_threads_speedup: float = 4.0
     margin: float = 3.0  # runtime limits declared = estimate at mfu_low x margin
 
 
@@ -124,16 +130,25 @@ def estimate(config: dict, n_params: int, a: Assumptions = ASSUMPTIONS, mfu: flo
         "total_gpu_hours": {k: total[k] for k in mfus},
         "total_usd": {k: total[k] * a.usd_per_gpu_hour for k in mfus},
         "total_jobs": total["jobs"],
+        "evaluate_cpu_hours": evaluate_cpu_hours(jobs["sample_run"] * n_samples, a),
         "assumptions": asdict(a),
     }
 
 
+def evaluate_cpu_hours(samples: int, a: Assumptions = ASSUMPTIONS) -> float:
+    """One thread's hours for evaluate: every sample analysed and embedded, and every reference
+    clip (the MusicCaps clips, FD-musicnn's reference sets) embedded."""
+    return (
+        samples * (a.analyse_s_per_clip + a.musicnn_s_per_clip) + a.clips * a.musicnn_s_per_clip
+    ) / 3600
+
+
 def declared_runtimes(est: dict, a: Assumptions = ASSUMPTIONS) -> dict[str, int]:
     """Runtime limits (minutes) to declare: the pessimistic estimate times the margin, rounded
-    up to 15 minutes."""
-    return {
-        r["stage"]: int(15 * math.ceil(r["job_minutes_low"] * a.margin / 15)) for r in est["stages"]
-    }
+    up to 15 minutes (evaluate: its one-thread hours over the assumed speedup of its threads)."""
+    minutes = {r["stage"]: r["job_minutes_low"] for r in est["stages"]}
+    minutes["evaluate"] = 60 * est["evaluate_cpu_hours"] / a.evaluate_threads_speedup
+    return {stage: int(15 * math.ceil(m * a.margin / 15)) for stage, m in minutes.items()}
 
 
 def markdown(est: dict) -> str:
@@ -162,6 +177,9 @@ def markdown(est: dict) -> str:
         f"Cost at ${a['usd_per_gpu_hour']:.2f}/GPU-hour: **${est['total_usd']['low']:,.0f}** "
         f"(MFU {est['mfu']['low']:.0%}) to **${est['total_usd']['high']:,.0f}** "
         f"(MFU {est['mfu']['high']:.0%}).",
+        "",
+        f"Not in the GPU cost: evaluate, one CPU job of {est['evaluate_cpu_hours']:.0f} "
+        "single-thread hours (analysis and FD-musicnn embeddings), and the downloads.",
         "",
         "Assumptions: " + "; ".join(f"{k}={v}" for k, v in a.items()) + ".",
     ]

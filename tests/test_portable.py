@@ -125,6 +125,14 @@ def test_finished_run_moved_elsewhere_reruns_nothing(tmp_path):
     again = run_snakemake(moved, "-n", *args)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
+    # Raising a limit after a timeout reruns nothing either: resources are not params.
+    (moved / "limits.yaml").write_text(
+        "train: {resources: {runtime: 999, mem_mb: 9999}}\n"
+        "sample: {resources: {runtime: 999}}\nlatents: {resources: {mem_mb: 9999}}\n"
+    )
+    raised = run_snakemake(moved, "-n", target, "--configfile", "config/test.yaml", "limits.yaml")
+    assert raised.returncode == 0, raised.stderr[-3000:]
+    assert "Nothing to be done" in raised.stdout + raised.stderr, raised.stdout[-3000:]
 
     for weights in (moved / "results").rglob("*.safetensors"):
         assert stat.S_IMODE(weights.stat().st_mode) == umask_mode(), weights

@@ -52,6 +52,14 @@ def as_arg(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
+def section_arg(name):
+    """A config section as one argument, without its `resources`: scripts never read them, and
+    as params they would rerun every job of the stage when a limit is raised after a timeout.
+    """
+    section = {k: v for k, v in config.get(name, {}).items() if k != "resources"}
+    return as_arg(section)
+
+
 def run_param(key):
     return lambda wildcards: as_arg(RUNS[wildcards.run_id][key])
 

@@ -17,7 +17,7 @@ rule latents:
     params:
         python=PYTHON,
         backend=as_arg(config["backend"]),
-        latents=as_arg(config["latents"]),
+        latents=section_arg("latents"),
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
         "{params.python} scripts/latents.py --manifest {input.manifest} --backend-json {params.backend} "

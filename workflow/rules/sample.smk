@@ -17,7 +17,7 @@ rule sample_run:
     params:
         python=PYTHON,
         backend=as_arg(config["backend"]),
-        sample=as_arg(config["sample"]),
+        sample=section_arg("sample"),
         run_dir=run_dir_arg,
         latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         base_dir=lambda wildcards, input: os.path.dirname(input.model),

@@ -19,7 +19,7 @@ rule pretrain_base:
         python=PYTHON,
         torchrun=torchrun("base"),
         backend=as_arg(config["backend"]),
-        base=as_arg(config.get("base", {})),
+        base=section_arg("base"),
         latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
@@ -53,7 +53,7 @@ rule finetune:
         python=PYTHON,
         torchrun=torchrun("train"),
         backend=as_arg(config["backend"]),
-        train=as_arg(config["train"]),
+        train=section_arg("train"),
         scheme=run_param("scheme"),
         adapter=run_param("adapter"),
         seed=lambda wildcards: RUNS[wildcards.run_id]["seed"],

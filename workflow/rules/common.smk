@@ -6,14 +6,19 @@ import sys
 
 from eisbach.grid import expand_grid
 
-# Rules call `python` of the active environment, never an absolute interpreter path: params are
-# part of each output's record, and a path (this checkout, the container's /app/.venv, a conda
-# env of --sdm conda) would make a copied or moved run rerun everything. The interpreter that
-# runs Snakemake goes first on PATH, so `python` is it.
+# Rules call `python`, never an absolute interpreter path: params are part of each output's
+# record, and a path (this checkout, the container's /app/.venv) would make a copied or moved run
+# rerun everything. In the job's shell, `python` is a function that runs the interpreter running
+# Snakemake where that exists (not inside an apptainer image, say), else the `python` on PATH.
+# A function rather than a PATH entry: PATH, and with it the user's yt-dlp, ffmpeg and deno,
+# stays as it is. Snakemake's own prefix (bash strict mode) is kept; it formats the prefix, so
+# braces are doubled.
 PYTHON = "python"
-_bin = os.path.dirname(sys.executable)
-if os.environ.get("PATH", "").split(os.pathsep)[0] != _bin:
-    os.environ.update(PATH=os.pathsep.join([_bin, os.environ.get("PATH", "")]))
+_python = shlex.quote(sys.executable).replace("{", "{{").replace("}", "}}")
+shell.prefix(
+    "set -euo pipefail; "
+    f'python() ( if [ -x {_python} ]; then exec {_python} "$@"; fi; exec python "$@" ); '
+)
 BACKEND = config["backend"]["name"]
 
 # Rules may run in the image that the Dockerfile builds (--sdm apptainer on a cluster; the

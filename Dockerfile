@@ -1,38 +1,100 @@
-# The paper profile on a CUDA GPU. PyPI's torch 2.9.1 is a CUDA 12.8 build, hence this runtime.
-# Installs from the same hashed lock as `make setup` and CI. Runs as a non-root user.
-FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04@sha256:fcbbd60a5ad3db3a1c7375bf14546b369b54064c513224310b2026df50c7a9bd
+# The paper profile on a CUDA GPU (docs/cloud.md). PyPI's torch 2.9.1 is a CUDA 12.8 build, hence
+# this runtime image, pinned by digest (linux/amd64). Two stages: the build stage holds pip, git
+# and uv; the final image gets only the interpreter, the two environments and the workflow, and
+# runs as a non-root user.
+#
+#   docker build -t eisbach:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
+#   docker run --gpus all -e HF_TOKEN -v "$PWD/results:/app/results" -v eisbach-hf:/data/hf \
+#     eisbach:0.1.0 snakemake --cores all --configfile config/paper.yaml
 
+# --- build: Python 3.11, .venv (envs/requirements.lock) and .venv-musicnn (envs/musicnn.lock) ---
+FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04@sha256:fcbbd60a5ad3db3a1c7375bf14546b369b54064c513224310b2026df50c7a9bd AS build
+
+ARG PYTHON_VERSION=3.11.18
 ARG SA3_COMMIT=636f906fc0ee54b3f06edf974dc7d3aa99d6841b
 ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PYTHON=python3.11
+    UV_PYTHON_INSTALL_DIR=/opt/python \
+    UV_PYTHON_PREFERENCE=only-managed \
+    UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_NO_CACHE=1
 
-# Ubuntu 22.04 has no Python 3.11 in its main archive: take it from the deadsnakes PPA.
+# Ubuntu's own Python 3.10 and pip only bootstrap uv; they stay in this stage.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends ca-certificates git gnupg software-properties-common \
-    && add-apt-repository -y ppa:deadsnakes/ppa \
-    && apt-get update \
-    && apt-get install -y --no-install-recommends python3.11 python3.11-venv ffmpeg make \
+    && apt-get install -y --no-install-recommends ca-certificates git python3-pip \
     && rm -rf /var/lib/apt/lists/*
 
-RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin eisbach
 WORKDIR /app
-RUN chown eisbach:eisbach /app
+COPY envs/ envs/
+
+# uv itself, hash-checked: its entry of the lock (the version and sha256 hashes that setup and
+# CI use), cut out and installed with --require-hashes.
+RUN awk '/^uv==/{p=1; print; next} p && /^[^ #]/{exit} p' envs/requirements.lock > /tmp/uv.txt \
+    && python3 -m pip install --no-cache-dir --require-hashes --no-deps -r /tmp/uv.txt
+
+# uv's standalone CPython 3.11 (uv checks the download against the sha256 it ships with), then
+# the two locked environments. Bytecode is compiled here, once: each of the paper DAG's ~416
+# jobs is a new interpreter that imports torch and stable-audio-tools, and the final image's
+# files are read-only to its user.
+RUN uv python install "$PYTHON_VERSION" \
+    && uv venv --python "$PYTHON_VERSION" /app/.venv \
+    && uv pip sync --python /app/.venv/bin/python --require-hashes envs/requirements.lock \
+    && uv venv --python "$PYTHON_VERSION" /app/.venv-musicnn \
+    && uv pip sync --python /app/.venv-musicnn/bin/python --require-hashes envs/musicnn.lock
+
+# stable_audio_3 at its pinned commit, without its declared dependencies (they conflict with
+# this stack; DESIGN.md), then this package.
+COPY pyproject.toml ./
+COPY eisbach/ eisbach/
+RUN uv pip install --python /app/.venv/bin/python --no-deps \
+       "stable-audio-3 @ git+https://github.com/Stability-AI/stable-audio-3@${SA3_COMMIT}" \
+    && uv pip install --python /app/.venv/bin/python --no-deps --no-build-isolation -e . \
+    && /app/.venv/bin/python -c "import eisbach, stable_audio_3, stable_audio_tools, torch" \
+    && /app/.venv-musicnn/bin/python -c "import musicnn, tensorflow"
+
+# --- the image ------------------------------------------------------------------------------
+FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04@sha256:fcbbd60a5ad3db3a1c7375bf14546b369b54064c513224310b2026df50c7a9bd
+
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="eisbach" \
+      org.opencontainers.image.description="Snakemake pipeline re-running arXiv 2606.07207 (Eisbach log-barrier weighting) on Stable Audio 3 Medium" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.base.name="nvidia/cuda:12.8.1-runtime-ubuntu22.04"
+
+# ffmpeg: yt-dlp's --download-sections and its format conversions.
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates ffmpeg \
+    && rm -rf /var/lib/apt/lists/*
+
+RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin eisbach \
+    && mkdir -p /app/results /data/hf \
+    && chown 10001:10001 /app /app/results /data/hf
+
+# The interpreter at the path the venvs' links name; the code owned by root, so the job user can
+# write results and caches but not the environment it runs.
+COPY --from=build /opt/python /opt/python
+COPY --from=build /app/.venv /app/.venv
+COPY --from=build /app/.venv-musicnn /app/.venv-musicnn
+WORKDIR /app
+COPY pyproject.toml Snakefile LICENSE ./
+COPY eisbach/ eisbach/
+COPY scripts/ scripts/
+COPY workflow/ workflow/
+COPY config/ config/
+COPY profiles/ profiles/
+COPY envs/ envs/
+
+# HF_HOME: the hub cache (SA3 weights, T5Gemma) on a volume, reused across containers; HF_TOKEN
+# is read from the environment at run time (docker run -e HF_TOKEN), never baked in.
+ENV PATH=/app/.venv/bin:$PATH \
+    HF_HOME=/data/hf \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+VOLUME ["/app/results", "/data/hf"]
 USER 10001:10001
 
-COPY --chown=eisbach:eisbach envs/ envs/
-COPY --chown=eisbach:eisbach pyproject.toml Makefile ./
-COPY --chown=eisbach:eisbach scripts/ scripts/
-COPY --chown=eisbach:eisbach eisbach/ eisbach/
-RUN bash scripts/setup_env.sh \
-    && .venv/bin/uv pip install --python .venv/bin/python --no-deps \
-       "stable-audio-3 @ git+https://github.com/Stability-AI/stable-audio-3@${SA3_COMMIT}" \
-    && rm -rf /home/eisbach/.cache
-
-COPY --chown=eisbach:eisbach Snakefile ./
-COPY --chown=eisbach:eisbach workflow/ workflow/
-COPY --chown=eisbach:eisbach config/ config/
-
-ENV PATH=/app/.venv/bin:$PATH
 CMD ["snakemake", "--cores", "all", "--configfile", "config/paper.yaml"]

@@ -7,10 +7,14 @@ DoRA keeps one magnitude per output row of each target weight.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 from pathlib import Path
 
 import torch
+
+from eisbach.atomic import share_mode
 
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
@@ -42,14 +46,33 @@ def attach(dit: torch.nn.Module, adapter: dict, modules: list[str], seed: int):
 
 
 def save(model, out_dir: Path) -> None:
-    """peft's adapter_model.safetensors + adapter_config.json, each renamed into place."""
+    """peft's adapter_model.safetensors + adapter_config.json, each renamed into place.
+
+    ``base_model_name_or_path`` names the base folder relative to the adapter's folder (the
+    backend's load_dit records the folder it loaded), so the pair still finds its base after the
+    results are moved; ``base_dir`` resolves it.
+    """
     out_dir = Path(out_dir)
     tmp_dir = out_dir / ".adapter.tmp"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     model.save_pretrained(tmp_dir, safe_serialization=True)
+    config_file = tmp_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    base = config.get("base_model_name_or_path")
+    if base and Path(base).is_dir():
+        config["base_model_name_or_path"] = os.path.relpath(Path(base).resolve(), out_dir.resolve())
+        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     for name in ADAPTER_FILES:
+        share_mode(tmp_dir / name)
         (tmp_dir / name).replace(out_dir / name)
     shutil.rmtree(tmp_dir)
+
+
+def base_dir(run_dir) -> Path | None:
+    """The base model folder that the adapter of run_dir was trained on, or None if unnamed."""
+    config = json.loads((Path(run_dir) / "adapter_config.json").read_text())
+    base = config.get("base_model_name_or_path")
+    return Path(run_dir) / base if base else None
 
 
 def load(dit: torch.nn.Module, run_dir, merge: bool = False) -> torch.nn.Module:
@@ -73,4 +96,4 @@ def changed_frozen(model, snapshot: dict[str, torch.Tensor]) -> list[str]:
     ]
 
 
-__all__ = ["attach", "changed_frozen", "frozen_snapshot", "load", "lora_config", "save"]
+__all__ = ["attach", "base_dir", "changed_frozen", "frozen_snapshot", "load", "lora_config", "save"]

@@ -20,15 +20,23 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     )
     os.close(fd)
     tmp = Path(tmp)
-    # mkstemp creates 0600; results are shared artefacts, so honour the umask like open() does.
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)
     try:
         yield tmp
+        # After the writer, not before: safetensors' save_file replaces the file it is given
+        # with a new one of mode 0600.
+        share_mode(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def share_mode(path: str | os.PathLike) -> None:
+    """Gives a file the mode open() would (0666 less the umask). mkstemp and safetensors create
+    0600 files, which another user of a shared results folder (a cluster group, the container's
+    uid against the host's) cannot read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    Path(path).chmod(0o666 & ~umask)
 
 
 def write_json(path, obj) -> None:

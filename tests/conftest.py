@@ -29,7 +29,7 @@ TINY_BACKEND = {
     },
 }
 
-WORKFLOW_FILES = ("Snakefile", "workflow", "config", "scripts", "envs")
+WORKFLOW_FILES = ("Snakefile", "workflow", "config", "scripts", "envs", "profiles")
 
 
 def copy_workflow(dest: Path) -> Path:

@@ -302,7 +302,13 @@ def link_pretrained(files: PretrainedFiles, base_dir, copy: bool = False) -> dic
                 tmp.symlink_to(src)
             except OSError:
                 linked = False
-        if not linked:
+        if not linked and name == CONFIG_NAME:
+            # Its relative paths pointed from the source folder; make them point from here.
+            tmp.write_text(
+                json.dumps(relative_paths(read_config(src), base_dir), indent=2, sort_keys=True)
+                + "\n"
+            )
+        elif not linked:
             shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
     return {
@@ -321,8 +327,54 @@ def same_files(a: Path, b: Path) -> bool:
     return Path(a).resolve() == Path(b).resolve()
 
 
+# Keys of a model_config.json whose values may be local paths (the lut conditioner's tokenizer,
+# T5Gemma's model_path). On disk they are relative to the model folder, so that the folder loads
+# from any working directory and after results are moved; in memory they are absolute.
+PATH_KEYS = ("tokenizer_name", "model_path")
+
+
+def _map_paths(cfg, fn):
+    if isinstance(cfg, dict):
+        return {
+            k: fn(v) if k in PATH_KEYS and isinstance(v, str) and v else _map_paths(v, fn)
+            for k, v in cfg.items()
+        }
+    if isinstance(cfg, list):
+        return [_map_paths(v, fn) for v in cfg]
+    return cfg
+
+
+def relative_paths(cfg: dict, folder) -> dict:
+    """cfg with each local path of PATH_KEYS made relative to folder (hub ids stay as they are)."""
+    folder = Path(folder).resolve()
+    return _map_paths(
+        cfg, lambda v: os.path.relpath(Path(v).resolve(), folder) if Path(v).exists() else v
+    )
+
+
+def resolve_paths(cfg: dict, folder) -> dict:
+    """cfg with each relative path of PATH_KEYS that exists under folder made absolute."""
+    folder = Path(folder).resolve()
+    return _map_paths(
+        cfg,
+        lambda v: (
+            str((folder / v).resolve())
+            if not Path(v).is_absolute() and (folder / v).exists()
+            else v
+        ),
+    )
+
+
 def read_config(path) -> dict:
-    return json.loads(Path(path).read_text())
+    """A model_config.json, its folder-relative paths resolved (see PATH_KEYS)."""
+    return resolve_paths(json.loads(Path(path).read_text()), Path(path).parent)
+
+
+def named_base(dit: torch.nn.Module, base_dir) -> torch.nn.Module:
+    """dit, labelled with the folder it was loaded from: peft records that label as the
+    adapter's base_model_name_or_path (eisbach.adapters.save)."""
+    dit.name_or_path = str(base_dir)
+    return dit
 
 
 # --- audio -----------------------------------------------------------------------------------

@@ -42,8 +42,10 @@ from eisbach.backends.base import (
     link_pretrained,
     load_checked,
     load_safetensors,
+    named_base,
     pick_device,
     read_config,
+    relative_paths,
     resolve_pretrained,
 )
 
@@ -250,7 +252,7 @@ class StableAudioToolsBackend(Backend):
         if id(wrapper) in self._handed_out:  # adapters may have been injected into that one
             wrapper = self._wrapper(files, cached=False)
         self._handed_out.add(id(wrapper))
-        return self.conditioned_dit(wrapper)
+        return named_base(self.conditioned_dit(wrapper), base_dir)
 
     def save_dit(self, dit: torch.nn.Module, base_dir) -> None:
         """The whole model with ``dit``'s weights (DiT and timing conditioners), loadable by
@@ -268,7 +270,7 @@ class StableAudioToolsBackend(Backend):
         base_dir = Path(base_dir)
         with atomic_path(base_dir / WEIGHTS_NAME) as tmp:
             save_file(state, str(tmp))
-        write_json(base_dir / CONFIG_NAME, self.model_config)
+        write_json(base_dir / CONFIG_NAME, relative_paths(self.model_config, base_dir))
 
     def prepare_base(self, base_dir) -> dict:
         """Loads the pretrained model (every key checked), links its two files into base_dir

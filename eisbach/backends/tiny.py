@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from eisbach.atomic import atomic_path, write_json
-from eisbach.backends.base import Backend
+from eisbach.atomic import atomic_path, share_mode, write_json
+from eisbach.backends.base import Backend, named_base, relative_paths
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]"]
 _SAT_TRANSFORMER = "stable_audio_tools.models.transformer"
@@ -163,6 +163,7 @@ class TinyBackend(Backend):
         fast.save_pretrained(tmp_dir)
         encoder = self._make_text_encoder(tmp_dir)
         save_file(encoder.state_dict(), tmp_dir / "text_encoder.safetensors")
+        share_mode(tmp_dir / "text_encoder.safetensors")
         shutil.rmtree(self.text_dir, ignore_errors=True)
         tmp_dir.rename(self.text_dir)
         self._text_encoder = None
@@ -262,7 +263,7 @@ class TinyBackend(Backend):
         base_dir = Path(base_dir)
         with atomic_path(base_dir / "model.safetensors") as tmp:
             save_file({k: v.contiguous() for k, v in wrapper.state_dict().items()}, tmp)
-        write_json(base_dir / "model_config.json", self.model_config())
+        write_json(base_dir / "model_config.json", relative_paths(self.model_config(), base_dir))
 
     def load_dit(self, base_dir) -> torch.nn.Module:
         base_dir = Path(base_dir)
@@ -278,7 +279,7 @@ class TinyBackend(Backend):
             )
         wrapper = self._new_wrapper(0)
         wrapper.load_state_dict(load_file(base_dir / "model.safetensors"), strict=True)
-        return wrapper.model
+        return named_base(wrapper.model, base_dir)
 
     def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
         # Logit-normal, as stable-audio-tools samples rectified-flow training times.

@@ -6,8 +6,32 @@ import sys
 
 from eisbach.grid import expand_grid
 
-PYTHON = shlex.quote(sys.executable)
+# Rules call `python`, never an absolute interpreter path: params are part of each output's
+# record, and a path (this checkout, the container's /app/.venv) would make a copied or moved run
+# rerun everything. In the job's shell, `python` is a function that runs the interpreter running
+# Snakemake where that exists (not inside an apptainer image, say), else the `python` on PATH.
+# A function rather than a PATH entry: PATH, and with it the user's yt-dlp, ffmpeg and deno,
+# stays as it is. Snakemake's own prefix (bash strict mode) is kept; it formats the prefix, so
+# braces are doubled.
+PYTHON = "python"
+_python = shlex.quote(sys.executable).replace("{", "{{").replace("}", "}}")
+shell.prefix(
+    "set -euo pipefail; "
+    f'python() ( if [ -x {_python} ]; then exec {_python} "$@"; fi; exec python "$@" ); '
+)
 BACKEND = config["backend"]["name"]
+
+# Rules may run in the image that the Dockerfile builds (--sdm apptainer on a cluster; the
+# Kubernetes executor takes --container-image instead). They have no `conda:` env: the stack is
+# one hashed pip lock of CUDA wheels (envs/requirements.lock) that `make setup` and the
+# Dockerfile install as it is, and a conda env file cannot point at it (`-r requirements.lock`
+# does not resolve once Snakemake copies the env file into .snakemake/conda), so conda would
+# only install a second, untested copy of the same lock.
+
+
+container: config.get("container_image", "docker-daemon://eisbach:0.1.0")
+
+
 LATENTS_DIR = f"results/latents/{BACKEND}"
 BASE_DIR = f"results/base/{BACKEND}"
 
@@ -33,13 +57,37 @@ def as_arg(obj):
     return shlex.quote(json.dumps(obj, sort_keys=True))
 
 
+def section_arg(name):
+    """A config section as one argument, without its `resources`: scripts never read them, and
+    as params they would rerun every job of the stage when a limit is raised after a timeout.
+    """
+    section = {k: v for k, v in config.get(name, {}).items() if k != "resources"}
+    return as_arg(section)
+
+
 def run_param(key):
     return lambda wildcards: as_arg(RUNS[wildcards.run_id][key])
 
 
 def train_resources(section):
-    """mem_mb, runtime (minutes) and gpu of the `base` or `train` section."""
-    return DEFAULT_RESOURCES | config.get(section, {}).get("resources", {})
+    """mem_mb, runtime (minutes) and gpu of the `base` or `train` section. Without a `base`
+    section (pretrained backends, whose base job loads and checks the same model that training
+    loads), the base job takes the training job's resources on one GPU at most."""
+    own = config.get(section, {}).get("resources")
+    if own is None and section == "base":
+        own = dict(config["train"].get("resources", {}))
+        own["gpu"] = min(1, int(own.get("gpu", 0)))
+    return DEFAULT_RESOURCES | (own or {})
+
+
+# Resources of the GPU-capable stages other than training (latents, sample) when their config
+# section has none: the demo's CPU figures. config/paper.yaml declares GPU ones.
+STAGE_RESOURCES = {"mem_mb": 4000, "runtime": 60, "gpu": 0}
+
+
+def stage_resources(section):
+    """mem_mb, runtime (minutes) and gpu of the `latents` or `sample` section."""
+    return STAGE_RESOURCES | config.get(section, {}).get("resources", {})
 
 
 def torchrun(section):

@@ -25,8 +25,8 @@ rule data_metadata:
         metadata="results/data/metadata.parquet",
     log:
         "results/logs/data/metadata.log",
-    conda:
-        "../../envs/eisbach.yaml"
+    benchmark:
+        "results/benchmarks/data_metadata/metadata.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -46,10 +46,10 @@ rule data_shard:
         shard="results/data/shards/shard-{shard}.parquet",
     log:
         "results/logs/data/shard-{shard}.log",
+    benchmark:
+        "results/benchmarks/data_shard/shard-{shard}.tsv"
     wildcard_constraints:
         shard=r"\d+",
-    conda:
-        "../../envs/eisbach.yaml"
     threads: 1 if DATA_SOURCE == "demo" else DATA.get("workers", 4)
     resources:
         mem_mb=4000,
@@ -78,8 +78,8 @@ rule manifest:
         manifest="results/data/manifest.parquet",
     log:
         "results/logs/data/manifest.log",
-    conda:
-        "../../envs/eisbach.yaml"
+    benchmark:
+        "results/benchmarks/manifest/manifest.tsv"
     threads: 1
     resources:
         mem_mb=2000,

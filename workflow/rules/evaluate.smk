@@ -11,15 +11,15 @@ rule evaluate:
         summary="results/metrics/summary.json",
     log:
         "results/logs/evaluate/evaluate.log",
-    conda:
-        "../../envs/eisbach.yaml"
-    threads: 1
+    benchmark:
+        "results/benchmarks/evaluate/evaluate.tsv"
+    threads: config["evaluate"].get("threads", 1)
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=stage_resources("evaluate")["mem_mb"],
+        runtime=stage_resources("evaluate")["runtime"],
     params:
         python=PYTHON,
-        evaluate=as_arg(config["evaluate"]),
+        evaluate=section_arg("evaluate"),
         run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
     shell:
         "{params.python} scripts/evaluate.py --index {input.index} --manifest {input.manifest} "

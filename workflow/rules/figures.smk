@@ -56,8 +56,6 @@ rule figures:
         spectrograms=directory("results/figures/spectrograms"),
     log:
         "results/logs/figures/figures.log",
-    conda:
-        "../../envs/eisbach.yaml"
     threads: 1
     resources:
         mem_mb=2000,

@@ -7,16 +7,17 @@ rule latents:
         summary=f"{LATENTS_DIR}/latents_manifest.json",
     log:
         f"results/logs/latents/{BACKEND}.log",
-    conda:
-        "../../envs/eisbach.yaml"
+    benchmark:
+        f"results/benchmarks/latents/{BACKEND}.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=stage_resources("latents")["mem_mb"],
+        runtime=stage_resources("latents")["runtime"],
+        gpu=stage_resources("latents")["gpu"],
     params:
         python=PYTHON,
         backend=as_arg(config["backend"]),
-        latents=as_arg(config["latents"]),
+        latents=section_arg("latents"),
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
         "{params.python} scripts/latents.py --manifest {input.manifest} --backend-json {params.backend} "

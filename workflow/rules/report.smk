@@ -24,8 +24,6 @@ rule report_html:
         ),
     log:
         "results/logs/report/report.log",
-    conda:
-        "../../envs/eisbach.yaml"
     threads: 1
     resources:
         mem_mb=1000,

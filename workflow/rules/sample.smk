@@ -7,16 +7,17 @@ rule sample_run:
         index="results/samples/{sampled}/index.parquet",
     log:
         "results/logs/sample/{sampled}.log",
-    conda:
-        "../../envs/eisbach.yaml"
+    benchmark:
+        "results/benchmarks/sample_run/{sampled}.tsv"
     threads: config["sample"]["threads"]
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=stage_resources("sample")["mem_mb"],
+        runtime=stage_resources("sample")["runtime"],
+        gpu=stage_resources("sample")["gpu"],
     params:
         python=PYTHON,
         backend=as_arg(config["backend"]),
-        sample=as_arg(config["sample"]),
+        sample=section_arg("sample"),
         run_dir=run_dir_arg,
         latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         base_dir=lambda wildcards, input: os.path.dirname(input.model),
@@ -34,8 +35,8 @@ rule sample_index:
         index="results/samples/index.parquet",
     log:
         "results/logs/sample/index.log",
-    conda:
-        "../../envs/eisbach.yaml"
+    benchmark:
+        "results/benchmarks/sample_index/index.tsv"
     threads: 1
     resources:
         mem_mb=1000,

@@ -8,8 +8,8 @@ rule pretrain_base:
         run=f"{BASE_DIR}/run.json",
     log:
         f"results/logs/train/base-{BACKEND}.log",
-    conda:
-        "../../envs/eisbach.yaml"
+    benchmark:
+        f"results/benchmarks/pretrain_base/base-{BACKEND}.tsv"
     threads: config.get("base", {}).get("threads", 1)
     resources:
         mem_mb=train_resources("base")["mem_mb"],
@@ -19,7 +19,7 @@ rule pretrain_base:
         python=PYTHON,
         torchrun=torchrun("base"),
         backend=as_arg(config["backend"]),
-        base=as_arg(config.get("base", {})),
+        base=section_arg("base"),
         latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
@@ -42,8 +42,8 @@ rule finetune:
         run="results/runs/{run_id}/run.json",
     log:
         "results/logs/train/{run_id}.log",
-    conda:
-        "../../envs/eisbach.yaml"
+    benchmark:
+        "results/benchmarks/finetune/{run_id}.tsv"
     threads: config["train"]["threads"]
     resources:
         mem_mb=train_resources("train")["mem_mb"],
@@ -53,7 +53,7 @@ rule finetune:
         python=PYTHON,
         torchrun=torchrun("train"),
         backend=as_arg(config["backend"]),
-        train=as_arg(config["train"]),
+        train=section_arg("train"),
         scheme=run_param("scheme"),
         adapter=run_param("adapter"),
         seed=lambda wildcards: RUNS[wildcards.run_id]["seed"],

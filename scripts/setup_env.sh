@@ -12,8 +12,13 @@ fi
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || { echo "setup: $python not found; Python 3.11 is required (set PYTHON=...)" >&2; exit 1; }
 [[ -x .venv/bin/python ]] || "$python" -m venv .venv
-uv_version=$(sed -n 's/^uv==\([^ ]*\).*/\1/p' "$lock")
-[[ -x .venv/bin/uv ]] || .venv/bin/python -m pip install -q "uv==$uv_version"
+# uv itself comes from its own entry of the lock, hashes checked, like everything it installs.
+if [[ ! -x .venv/bin/uv ]]; then
+  uv_req=$(mktemp)
+  trap 'rm -f "$uv_req"' EXIT
+  awk '/^uv==/{p=1; print; next} p && /^[^ #]/{exit} p' "$lock" > "$uv_req"
+  .venv/bin/python -m pip install -q --no-deps --require-hashes -r "$uv_req"
+fi
 # Bytecode is compiled once here: every Snakemake job is a new interpreter, and where the
 # environment forbids writing .pyc files (PYTHONDONTWRITEBYTECODE) each of them would compile
 # torch's sources again (about 8 s of CPU a job, measured with cProfile on a first import).

@@ -40,6 +40,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from eisbach.integrity import verify_file
+
 MANIFEST = "latents_manifest.json"
 TEXT_FILE = "text.parquet"
 SHARD_GLOB = "part-*.parquet"
@@ -254,7 +256,11 @@ def write_store(
     }
     if text is not None:
         write_parquet(latents_dir / TEXT_FILE, text, compression="zstd")
-        summary["text"] = {"path": TEXT_FILE, "rows": text.num_rows}
+        summary["text"] = {
+            "path": TEXT_FILE,
+            "rows": text.num_rows,
+            "sha256": file_sha256(latents_dir / TEXT_FILE),
+        }
     write_json(latents_dir / MANIFEST, summary)
     return summary
 
@@ -264,10 +270,26 @@ def read_manifest(latents_dir) -> dict:
     return json.loads((Path(latents_dir) / MANIFEST).read_text())
 
 
-def shard_paths(latents_dir) -> list[Path]:
-    """The shards the manifest lists, in order (never a stray file matching part-*)."""
+def shard_paths(latents_dir, verify: bool = True) -> list[Path]:
+    """The shards the manifest lists, in order (never a stray file matching part-*), each
+    checked against the sha256 the manifest records for it (once per process)."""
     latents_dir = Path(latents_dir)
-    return [latents_dir / s["path"] for s in read_manifest(latents_dir)["shards"]]
+    paths = []
+    for shard in read_manifest(latents_dir)["shards"]:
+        path = latents_dir / shard["path"]
+        if verify:
+            verify_file(path, shard.get("sha256"), record=latents_dir / MANIFEST, rule="latents")
+        paths.append(path)
+    return paths
+
+
+def text_path(latents_dir) -> Path:
+    """The store's text table, checked against the sha256 in the manifest (once per process)."""
+    latents_dir = Path(latents_dir)
+    entry = read_manifest(latents_dir).get("text") or {}
+    path = latents_dir / entry.get("path", TEXT_FILE)
+    verify_file(path, entry.get("sha256"), record=latents_dir / MANIFEST, rule="latents")
+    return path
 
 
 def field_dtype(field: pa.Field) -> np.dtype:
@@ -346,7 +368,9 @@ class TextTable:
 
     def __init__(self, latents_dir_or_file):
         path = Path(latents_dir_or_file)
-        table = pq.read_table(path / TEXT_FILE if path.is_dir() else path)
+        # A store's table is verified; a bare file (tests, imports) is read as it is.
+        path = text_path(path) if path.is_dir() else path
+        table = pq.read_table(path)
         shapes = table.column("embedding_shape").to_pylist()
         if len({tuple(s) for s in shapes}) > 1:
             raise ValueError(

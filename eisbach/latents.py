@@ -28,6 +28,7 @@ from eisbach import provenance
 from eisbach.atomic import write_json, write_parquet
 from eisbach.backends import get_backend
 from eisbach.data import file_sha256
+from eisbach.integrity import verify_file
 from eisbach.latent_store import (
     MANIFEST,
     SHARD_GLOB,
@@ -46,37 +47,37 @@ TEXT_BATCH = 64
 __all__ = ["caption_key", "load_latents", "load_text", "main", "run"]
 
 
-def load_clip(path: str, expected_sha256: str, sample_rate: int) -> np.ndarray:
-    if file_sha256(path) != expected_sha256:
-        raise ValueError(f"{path}: sha256 differs from the manifest; rerun the data stage")
+def load_clip(path: str, expected_sha256: str, sample_rate: int, manifest=None) -> np.ndarray:
+    verify_file(path, expected_sha256, record=manifest or "the data manifest", rule="data_shard")
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     if rate != sample_rate:
         raise ValueError(f"{path}: {rate} Hz, the backend expects {sample_rate} Hz")
     return audio.mean(axis=1)
 
 
-def encode_latents(backend, rows: list[dict], progress=None) -> list[np.ndarray]:
+def encode_latents(backend, rows: list[dict], progress=None, manifest=None) -> list[np.ndarray]:
     """The latents of a shard's clips: batched when the backend can (``encode_audio_batch``,
     e.g. on a GPU), else clip by clip."""
     batched = getattr(backend, "encode_audio_batch", None)
     if batched is not None:
-        audio = [load_clip(r["path"], r["sha256"], backend.sample_rate) for r in rows]
+        audio = [load_clip(r["path"], r["sha256"], backend.sample_rate, manifest) for r in rows]
         latents = batched(audio, backend.sample_rate)
         if progress is not None:
             progress.update(len(rows))
         return latents
     latents = []
     for row in rows:
-        audio = load_clip(row["path"], row["sha256"], backend.sample_rate)
+        audio = load_clip(row["path"], row["sha256"], backend.sample_rate, manifest)
         latents.append(backend.encode_audio(audio, backend.sample_rate))
         if progress is not None:
             progress.update(1)
     return latents
 
 
-def encode_records(backend, rows: list[dict], progress=None) -> list[dict]:
+def encode_records(backend, rows: list[dict], progress=None, manifest=None) -> list[dict]:
     records = []
-    for row, latent in zip(rows, encode_latents(backend, rows, progress), strict=True):
+    latents = encode_latents(backend, rows, progress, manifest)
+    for row, latent in zip(rows, latents, strict=True):
         records.append(
             {
                 "id": row["id"],
@@ -174,7 +175,8 @@ def run(manifest_path: Path, backend_config: dict, latents_config: dict, out_dir
     with bar:
         for index in range(len(shards), len(chunks)):
             bar.set_postfix(shard=f"{index + 1}/{len(chunks)}")
-            table = latent_table(encode_records(backend, chunks[index], bar), fmt)
+            records = encode_records(backend, chunks[index], bar, manifest_path)
+            table = latent_table(records, fmt)
             path = out_dir / names[index]
             write_shard(path, table, fmt, meta)
             entry = {"key": keys[index], "rows": table.num_rows, "sha256": file_sha256(path)}

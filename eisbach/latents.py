@@ -2,8 +2,9 @@
 
 Layout under results/latents/<backend>/ (the format is described in eisbach.latent_store):
   part-00000.parquet ...   one row per clip (latent, shape, n_frames, caption, sha256, ...)
-  text.parquet             text conditioning, one row per distinct caption (keyed by its sha256)
+  text/text.parquet        text conditioning, one row per distinct caption (keyed by its sha256)
   latents_manifest.json    the shards with their row counts and sha256, the format, provenance
+  README.md                the dataset card: datasets configs, latent rate, scale and offset
   latents_progress.json    the shards finished so far, so that a killed encode resumes
 
 Encoding goes shard by shard. Each finished shard is written atomically and then recorded, with
@@ -39,6 +40,7 @@ from eisbach.latent_store import (
     latent_table,
     load_store,
     text_table,
+    write_card,
     write_shard,
 )
 
@@ -137,6 +139,8 @@ def remove_debris(out_dir: Path, keep: set[str]) -> None:
     """Temporary files of killed writes, and shards that the current plan does not have."""
     for tmp in out_dir.glob(".part-*.tmp"):
         tmp.unlink(missing_ok=True)
+    # The text table of the layout before text/: it would break a *.parquet glob's schema.
+    (out_dir / "text.parquet").unlink(missing_ok=True)
     for shard in out_dir.glob(SHARD_GLOB):
         if shard.name not in keep:
             shard.unlink()
@@ -212,6 +216,11 @@ def run(manifest_path: Path, backend_config: dict, latents_config: dict, out_dir
         **backend.describe(),
         "provenance": provenance.provenance(stage_config),
     }
+    info = backend.describe() | {
+        "latent_offset": float(getattr(backend, "latent_offset", 0.0)),
+        "config_hash": stage_hash,
+    }
+    write_card(out_dir, info, fmt, summary["shards"], text.num_rows)
     write_json(out_dir / MANIFEST, summary)
     return summary
 

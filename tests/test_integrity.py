@@ -15,7 +15,7 @@ from eisbach import provenance, train
 from eisbach.backends import get_backend
 from eisbach.distributed import Context
 from eisbach.integrity import IntegrityError, weights_record
-from eisbach.latent_store import LatentStream, TextTable, load_store
+from eisbach.latent_store import TEXT_FILE, LatentStream, TextTable, load_store
 from eisbach.train import TrainingData, finetune
 
 BACKEND = TINY_BACKEND
@@ -154,7 +154,7 @@ def test_a_truncated_shard_is_named(root, tmp_path):
 
 def test_a_flipped_text_table_is_named(root, tmp_path):
     work = copy_of(root, tmp_path)
-    flip(work / "latents" / "text.parquet")
+    flip(work / "latents" / TEXT_FILE)
     with pytest.raises(IntegrityError, match=r"text\.parquet.*rule `latents`"):
         TextTable(work / "latents")
 

@@ -224,3 +224,26 @@ def test_identical_audio_has_an_identical_sha256_across_runs_and_commits(tmp_pat
         write_wav(tmp_path / f"{i}.wav", audio, 16000, record)
         digests.append(provenance.file_sha256(tmp_path / f"{i}.wav"))
     assert digests[0] == digests[1]
+
+
+def test_the_data_stage_rewrites_identical_clips_with_identical_sha256(tmp_path, monkeypatch):
+    """A rerun of the demo's data stage, at another time and commit, changes no clip's sha256
+    (so the latents stage re-encodes nothing)."""
+    from datetime import UTC, datetime
+
+    from eisbach.data import demo_rows
+
+    config = {
+        "demo": {"n_clips": 2, "seconds": 2.0, "seed": 0, "eval_fraction": 0.5},
+        "validation": {"min_seconds": 1.0, "silence_rms_db": -60.0, "max_clipped_fraction": 0.01},
+    }
+    shas = []
+    for month, commit in ((1, "aaa"), (7, "bbb")):
+        when = datetime(2026, month, 1, tzinfo=UTC)
+        clock = type("Clock", (), {"now": staticmethod(lambda tz, when=when: when)})
+        monkeypatch.setattr(provenance, "datetime", clock)
+        monkeypatch.setattr(provenance, "git_commit", lambda commit=commit: commit)
+        rows = demo_rows(config, tmp_path / f"audio-{month}", 16000)
+        assert {r["status"] for r in rows} == {"ok"}
+        shas.append([r["sha256"] for r in rows])
+    assert shas[0] == shas[1]

@@ -239,7 +239,7 @@ class ClipWriter:
         self.sample_rate = sample_rate
         self.audio_dir = Path(data_dir) / "audio"
         self.ffmpeg = ffmpeg
-        self.provenance = provenance.provenance({"data": data, "sample_rate": sample_rate})
+        self.provenance = provenance.content_provenance({"data": data, "sample_rate": sample_rate})
 
     def finish(self, row: dict, src: Path, slice_full_length: bool = False) -> dict:
         dst = self.audio_dir / f"{row['id']}.wav"
@@ -524,7 +524,7 @@ def demo_rows(config: dict, audio_dir: Path, sample_rate: int) -> list[dict]:
     rng = np.random.default_rng(int(demo["seed"]))
     n_eval = int(round(len(clips) * float(demo["eval_fraction"])))
     eval_ids = set(rng.choice([c.id for c in clips], size=n_eval, replace=False).tolist())
-    clip_provenance = provenance.provenance({"data": config, "sample_rate": sample_rate})
+    clip_provenance = provenance.content_provenance({"data": config, "sample_rate": sample_rate})
     rows = []
     for clip in clips:
         path = audio_dir / f"{clip.id}.wav"

@@ -3,21 +3,28 @@
 A store is a folder (results/latents/<backend>/) holding:
 
   part-NNNNN.parquet       one row per clip; row groups of ``row_group_rows`` rows
-  text.parquet             text conditioning, one row per distinct caption, keyed by its sha256
-  latents_manifest.json    the shards with their row counts and sha256, the format, provenance
+  text/text.parquet        text conditioning, one row per distinct caption, keyed by its sha256;
+                           in a folder of its own, so that ``part-*.parquet`` / ``*.parquet``
+                           globs see the latent rows only (one schema)
+  latents_manifest.json    the shards and text table with their row counts and sha256, the
+                           format, provenance (readers verify every file against it)
+  README.md                a Hugging Face dataset card: YAML front matter with the ``datasets``
+                           configs (latents, text) and the latent rate, scale and offset
 
-Row columns: id, split, latent (the [C, T] latent, flattened), latent_shape ([C, T]), n_frames
-(the valid frames, <= T), caption, caption_key (sha256 of the caption; the key of text.parquet),
+Row columns: id, split, latent (the [C, T] latent), latent_shape ([C, T]), n_frames (the valid
+frames, <= T), caption, caption_key (sha256 of the caption; the key of the text table),
 seconds_start, seconds_total, audio_sha256. Each file's schema metadata holds ``eisbach.*`` keys:
 backend, backend_version, latent_rate, latent_scale, config_hash, packages, git_commit, and the
 store format (latent_dtype, latent_column, latent_compression).
 
-The ``latent`` column is either ``list<float32|float16>`` (``column: list``; what
-``datasets.load_dataset("parquet", ...)`` turns into a list of numbers) or ``binary`` holding the
-raw little-endian values (``column: binary``; decoded with ``np.frombuffer(row["latent"],
-row_dtype)``, the dtype is in the field's and the file's metadata). Both are decoded here a record
-batch at a time (offsets + one flat buffer), with no Python per row; binary decodes ~5x faster
-because Parquet stores no repetition/definition levels for it (see benchmarks/latent_loader.py).
+The ``latent`` column is either ``list<list<float32|float16>>`` (``column: list``; the nested
+[C, T] array that ``datasets.load_dataset("parquet", ...)`` gives as C lists of T numbers) or
+``binary`` holding the raw little-endian values (``column: binary``; decoded with
+``np.frombuffer(row["latent"], dtype).reshape(row["latent_shape"])``, the dtype is in the
+field's and the file's metadata and in the card). Both are decoded here a record batch at a time
+(offsets + one flat buffer), with no Python per row; binary decodes faster because Parquet stores
+no repetition/definition levels for it (see benchmarks/latent_loader.py). Stores written before
+the nested layout (a flat ``list<float>``) are still read.
 
 Readers: ``load_store`` / ``read_rows`` (everything in memory), ``TextTable`` (conditioning by
 caption key) and ``LatentStream`` + ``make_loader`` (a seeded, sharded, shuffled stream of padded
@@ -40,8 +47,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
+from eisbach.integrity import verify_file
+
 MANIFEST = "latents_manifest.json"
-TEXT_FILE = "text.parquet"
+TEXT_FILE = "text/text.parquet"
+CARD = "README.md"
 SHARD_GLOB = "part-*.parquet"
 DTYPES = {"float32": np.float32, "float16": np.float16}
 ARROW_DTYPES = {"float32": pa.float32(), "float16": pa.float16()}
@@ -103,7 +113,7 @@ class StoreFormat:
 
     def latent_field(self) -> pa.Field:
         if self.column == "list":
-            return pa.field("latent", pa.list_(ARROW_DTYPES[self.dtype]))
+            return pa.field("latent", pa.list_(pa.list_(ARROW_DTYPES[self.dtype])))
         return pa.field("latent", pa.binary(), metadata={"dtype": self.dtype})
 
     def schema(self) -> pa.Schema:
@@ -124,7 +134,7 @@ class StoreFormat:
 
     def latent_path(self) -> str:
         """The Parquet column path of the latent values."""
-        return "latent.list.element" if self.column == "list" else "latent"
+        return "latent.list.element.list.element" if self.column == "list" else "latent"
 
     def write_options(self) -> dict:
         """pq.write_table options: zstd on small columns; the latent plain, unless compressed."""
@@ -166,7 +176,15 @@ def latent_array(latents: list[np.ndarray], fmt: StoreFormat) -> pa.Array:
     if flat.size * flat.itemsize >= 2**31:
         raise ValueError("a shard's latents exceed 2 GiB; lower latents.rows_per_shard")
     if fmt.column == "list":
-        return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(flat))
+        # [C, T] as C lists of T values: row offsets count channels, channel offsets values.
+        channels = np.array([a.shape[0] for a in latents], np.int64)
+        frames = np.repeat(np.array([a.shape[1] for a in latents], np.int64), channels)
+        row_offsets = np.zeros(len(latents) + 1, np.int64)
+        np.cumsum(channels, out=row_offsets[1:])
+        channel_offsets = np.zeros(len(frames) + 1, np.int64)
+        np.cumsum(frames, out=channel_offsets[1:])
+        rows = pa.ListArray.from_arrays(pa.array(channel_offsets.astype(np.int32)), pa.array(flat))
+        return pa.ListArray.from_arrays(pa.array(row_offsets.astype(np.int32)), rows)
     byte_offsets = (offsets * flat.itemsize).astype(np.int32)
     return pa.Array.from_buffers(
         pa.binary(), len(latents), [None, pa.py_buffer(byte_offsets), pa.py_buffer(flat)]
@@ -254,9 +272,93 @@ def write_store(
     }
     if text is not None:
         write_parquet(latents_dir / TEXT_FILE, text, compression="zstd")
-        summary["text"] = {"path": TEXT_FILE, "rows": text.num_rows}
+        summary["text"] = {
+            "path": TEXT_FILE,
+            "rows": text.num_rows,
+            "sha256": file_sha256(latents_dir / TEXT_FILE),
+        }
+    info = {}
+    for key, value in (metadata or {}).items():
+        try:
+            info[key.decode().removeprefix("eisbach.")] = json.loads(value)
+        except json.JSONDecodeError:
+            info[key.decode().removeprefix("eisbach.")] = value.decode()
+    write_card(latents_dir, info, fmt, shards, text.num_rows if text is not None else None)
     write_json(latents_dir / MANIFEST, summary)
     return summary
+
+
+def card_text(info: dict, fmt: StoreFormat, shards: list[dict], text_rows: int | None) -> str:
+    """A Hugging Face dataset card for a store: YAML front matter (``datasets`` configs for the
+    latent rows and the text table; the latent rate, scale and offset under ``eisbach``), then
+    what the columns hold. ``datasets`` drops the Parquet schema metadata, so the card is where
+    its users find what turns a latent back into the backend's representation."""
+    import yaml
+
+    eisbach = {
+        key: info[key]
+        for key in (
+            "backend",
+            "backend_version",
+            "sample_rate",
+            "latent_channels",
+            "latent_rate",
+            "latent_scale",
+            "latent_offset",
+            "objective",
+            "config_hash",
+        )
+        if key in info
+    }
+    eisbach |= {"latent_dtype": fmt.dtype, "latent_column": fmt.column}
+    eisbach |= {"clips": sum(int(s["rows"]) for s in shards), "shards": len(shards)}
+    configs = [{"config_name": "latents", "data_files": SHARD_GLOB, "default": True}]
+    if text_rows is not None:
+        configs.append({"config_name": "text", "data_files": f"{Path(TEXT_FILE).parent}/*.parquet"})
+    front = {"configs": configs, "tags": ["audio", "latents", "eisbach"], "eisbach": eisbach}
+    if fmt.column == "list":
+        layout = "`latent`: the [C, T] latent as C lists of T numbers (`Sequence(Sequence(Value))`)"
+    else:
+        layout = (
+            f"`latent`: the [C, T] latent as raw little-endian {fmt.dtype} bytes; "
+            f'`np.frombuffer(row["latent"], "{fmt.dtype}").reshape(row["latent_shape"])`'
+        )
+    body = f"""
+# Latents of the `{eisbach.get("backend")}` backend (eisbach)
+
+Written by the latents stage of the eisbach pipeline: {eisbach["clips"]} clips in
+{eisbach["shards"]} shards, one row per clip.
+
+```python
+import datasets
+rows = datasets.load_dataset("parquet", data_files="<this folder>/{SHARD_GLOB}", split="train")
+```
+
+- {layout}; `latent_shape` [C, T]; `n_frames` the valid frames (<= T).
+- `latent * latent_scale + latent_offset` is the backend's unnormalised representation
+  (the tiny backend: a log-mel); one frame lasts `1 / latent_rate` seconds. Their values are
+  in the front matter under `eisbach`.
+- `caption_key` (sha256 of the caption) keys the `text` config (`{TEXT_FILE}`): each caption's
+  conditioning once, `embedding` flattened from `embedding_shape` [L, D], and its `mask`.
+- `audio_sha256` is the source clip's checksum; `latents_manifest.json` holds every file's.
+"""
+    return "---\n" + yaml.safe_dump(front, sort_keys=False) + "---\n" + body
+
+
+def write_card(latents_dir, info: dict, fmt: StoreFormat, shards, text_rows=None) -> None:
+    from eisbach.atomic import write_text
+
+    write_text(Path(latents_dir) / CARD, card_text(info, fmt, shards, text_rows))
+
+
+def read_card(latents_dir) -> dict:
+    """The YAML front matter of a store's card."""
+    import yaml
+
+    text = (Path(latents_dir) / CARD).read_text()
+    if not text.startswith("---\n"):
+        raise ValueError(f"{Path(latents_dir) / CARD}: no YAML front matter")
+    return yaml.safe_load(text[4 : text.index("\n---\n", 4)])
 
 
 # --- reading ------------------------------------------------------------------------------------
@@ -264,15 +366,34 @@ def read_manifest(latents_dir) -> dict:
     return json.loads((Path(latents_dir) / MANIFEST).read_text())
 
 
-def shard_paths(latents_dir) -> list[Path]:
-    """The shards the manifest lists, in order (never a stray file matching part-*)."""
+def shard_paths(latents_dir, verify: bool = True) -> list[Path]:
+    """The shards the manifest lists, in order (never a stray file matching part-*), each
+    checked against the sha256 the manifest records for it (once per process)."""
     latents_dir = Path(latents_dir)
-    return [latents_dir / s["path"] for s in read_manifest(latents_dir)["shards"]]
+    paths = []
+    for shard in read_manifest(latents_dir)["shards"]:
+        path = latents_dir / shard["path"]
+        if verify:
+            verify_file(path, shard.get("sha256"), record=latents_dir / MANIFEST, rule="latents")
+        paths.append(path)
+    return paths
+
+
+def text_path(latents_dir) -> Path:
+    """The store's text table, checked against the sha256 in the manifest (once per process)."""
+    latents_dir = Path(latents_dir)
+    entry = read_manifest(latents_dir).get("text") or {}
+    path = latents_dir / entry.get("path", TEXT_FILE)
+    verify_file(path, entry.get("sha256"), record=latents_dir / MANIFEST, rule="latents")
+    return path
 
 
 def field_dtype(field: pa.Field) -> np.dtype:
     if pa.types.is_list(field.type) or pa.types.is_large_list(field.type):
-        return np.dtype(field.type.value_type.to_pandas_dtype())
+        value_type = field.type.value_type
+        if pa.types.is_list(value_type):  # nested [C, T]
+            value_type = value_type.value_type
+        return np.dtype(value_type.to_pandas_dtype())
     meta = field.metadata or {}
     return np.dtype(DTYPES[meta.get(b"dtype", b"float32").decode()])
 
@@ -282,6 +403,12 @@ def decode_latents(column, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
 
     For uncompressed float32 columns ``flat`` is a view of the Arrow buffer, not a copy."""
     arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_list(arr.type) and pa.types.is_list(arr.type.value_type):
+        rows = arr.offsets.to_numpy().astype(np.int64)
+        channels = arr.flatten()  # the rows' channels, each a list of frames
+        values = channels.offsets.to_numpy().astype(np.int64)
+        offsets = values[rows - rows[0]]
+        return channels.flatten().to_numpy(zero_copy_only=False), offsets - offsets[0]
     if pa.types.is_list(arr.type):
         offsets = arr.offsets.to_numpy().astype(np.int64)
         return arr.flatten().to_numpy(zero_copy_only=False), offsets - offsets[0]
@@ -346,7 +473,9 @@ class TextTable:
 
     def __init__(self, latents_dir_or_file):
         path = Path(latents_dir_or_file)
-        table = pq.read_table(path / TEXT_FILE if path.is_dir() else path)
+        # A store's table is verified; a bare file (tests, imports) is read as it is.
+        path = text_path(path) if path.is_dir() else path
+        table = pq.read_table(path)
         shapes = table.column("embedding_shape").to_pylist()
         if len({tuple(s) for s in shapes}) > 1:
             raise ValueError(

@@ -2,8 +2,9 @@
 
 Layout under results/latents/<backend>/ (the format is described in eisbach.latent_store):
   part-00000.parquet ...   one row per clip (latent, shape, n_frames, caption, sha256, ...)
-  text.parquet             text conditioning, one row per distinct caption (keyed by its sha256)
+  text/text.parquet        text conditioning, one row per distinct caption (keyed by its sha256)
   latents_manifest.json    the shards with their row counts and sha256, the format, provenance
+  README.md                the dataset card: datasets configs, latent rate, scale and offset
   latents_progress.json    the shards finished so far, so that a killed encode resumes
 
 Encoding goes shard by shard. Each finished shard is written atomically and then recorded, with
@@ -28,6 +29,7 @@ from eisbach import provenance
 from eisbach.atomic import write_json, write_parquet
 from eisbach.backends import get_backend
 from eisbach.data import file_sha256
+from eisbach.integrity import verify_file
 from eisbach.latent_store import (
     MANIFEST,
     SHARD_GLOB,
@@ -38,6 +40,7 @@ from eisbach.latent_store import (
     latent_table,
     load_store,
     text_table,
+    write_card,
     write_shard,
 )
 
@@ -46,37 +49,37 @@ TEXT_BATCH = 64
 __all__ = ["caption_key", "load_latents", "load_text", "main", "run"]
 
 
-def load_clip(path: str, expected_sha256: str, sample_rate: int) -> np.ndarray:
-    if file_sha256(path) != expected_sha256:
-        raise ValueError(f"{path}: sha256 differs from the manifest; rerun the data stage")
+def load_clip(path: str, expected_sha256: str, sample_rate: int, manifest=None) -> np.ndarray:
+    verify_file(path, expected_sha256, record=manifest or "the data manifest", rule="data_shard")
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     if rate != sample_rate:
         raise ValueError(f"{path}: {rate} Hz, the backend expects {sample_rate} Hz")
     return audio.mean(axis=1)
 
 
-def encode_latents(backend, rows: list[dict], progress=None) -> list[np.ndarray]:
+def encode_latents(backend, rows: list[dict], progress=None, manifest=None) -> list[np.ndarray]:
     """The latents of a shard's clips: batched when the backend can (``encode_audio_batch``,
     e.g. on a GPU), else clip by clip."""
     batched = getattr(backend, "encode_audio_batch", None)
     if batched is not None:
-        audio = [load_clip(r["path"], r["sha256"], backend.sample_rate) for r in rows]
+        audio = [load_clip(r["path"], r["sha256"], backend.sample_rate, manifest) for r in rows]
         latents = batched(audio, backend.sample_rate)
         if progress is not None:
             progress.update(len(rows))
         return latents
     latents = []
     for row in rows:
-        audio = load_clip(row["path"], row["sha256"], backend.sample_rate)
+        audio = load_clip(row["path"], row["sha256"], backend.sample_rate, manifest)
         latents.append(backend.encode_audio(audio, backend.sample_rate))
         if progress is not None:
             progress.update(1)
     return latents
 
 
-def encode_records(backend, rows: list[dict], progress=None) -> list[dict]:
+def encode_records(backend, rows: list[dict], progress=None, manifest=None) -> list[dict]:
     records = []
-    for row, latent in zip(rows, encode_latents(backend, rows, progress), strict=True):
+    latents = encode_latents(backend, rows, progress, manifest)
+    for row, latent in zip(rows, latents, strict=True):
         records.append(
             {
                 "id": row["id"],
@@ -136,6 +139,8 @@ def remove_debris(out_dir: Path, keep: set[str]) -> None:
     """Temporary files of killed writes, and shards that the current plan does not have."""
     for tmp in out_dir.glob(".part-*.tmp"):
         tmp.unlink(missing_ok=True)
+    # The text table of the layout before text/: it would break a *.parquet glob's schema.
+    (out_dir / "text.parquet").unlink(missing_ok=True)
     for shard in out_dir.glob(SHARD_GLOB):
         if shard.name not in keep:
             shard.unlink()
@@ -174,7 +179,8 @@ def run(manifest_path: Path, backend_config: dict, latents_config: dict, out_dir
     with bar:
         for index in range(len(shards), len(chunks)):
             bar.set_postfix(shard=f"{index + 1}/{len(chunks)}")
-            table = latent_table(encode_records(backend, chunks[index], bar), fmt)
+            records = encode_records(backend, chunks[index], bar, manifest_path)
+            table = latent_table(records, fmt)
             path = out_dir / names[index]
             write_shard(path, table, fmt, meta)
             entry = {"key": keys[index], "rows": table.num_rows, "sha256": file_sha256(path)}
@@ -210,6 +216,11 @@ def run(manifest_path: Path, backend_config: dict, latents_config: dict, out_dir
         **backend.describe(),
         "provenance": provenance.provenance(stage_config),
     }
+    info = backend.describe() | {
+        "latent_offset": float(getattr(backend, "latent_offset", 0.0)),
+        "config_hash": stage_hash,
+    }
+    write_card(out_dir, info, fmt, summary["shards"], text.num_rows)
     write_json(out_dir / MANIFEST, summary)
     return summary
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import csv
 import hashlib
+import io
 import math
 import re
 from pathlib import Path
@@ -44,9 +45,22 @@ def clip_id(ytid: str) -> str:
 
 
 def _open_csv(path: Path):
+    """The CSV as text (UTF-8, BOM allowed). Decoded whole, so that a byte that is not UTF-8 is
+    reported with its file, line and CSV row rather than as a bare UnicodeDecodeError."""
     if not path.is_file():
         raise MetadataError(f"{path}: no such metadata file")
-    return open(path, newline="", encoding="utf-8-sig")
+    raw = path.read_bytes()
+    try:
+        return io.StringIO(raw.decode("utf-8-sig"), newline="")
+    except UnicodeDecodeError as exc:
+        before = raw[: exc.start].decode("utf-8-sig", errors="replace")
+        records = list(csv.reader(io.StringIO(before, newline="")))
+        where = f"data row {len(records) - 1}" if len(records) > 1 else "the header"
+        line = raw[: exc.start].count(b"\n") + 1
+        raise MetadataError(
+            f"{path}: {where} (line {line}, byte {exc.start}) is not UTF-8: "
+            f"{raw[exc.start : exc.end]!r} ({exc.reason}); save the file as UTF-8"
+        ) from None
 
 
 def _check_columns(path, fieldnames, required) -> None:

@@ -93,6 +93,29 @@ def provenance(config) -> dict:
     }
 
 
+def content_provenance(config) -> dict:
+    """The provenance that goes inside a file whose bytes are hashed (a WAV's comment): no
+    timestamp and no git commit, so that identical audio has an identical sha256 on every run
+    and commit, and rewriting one clip does not invalidate what was derived from the others.
+    The full record, with both, stays in the stage's Parquet metadata."""
+    record = provenance(config)
+    for key in ("created_utc", "git_commit"):
+        record.pop(key)
+    return record
+
+
+@cache
+def code_digest() -> str:
+    """sha256 (first 16 hex) of the package's Python sources, names and bytes: what a resumed
+    training checkpoint must share with the code that resumes it."""
+    root = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
 def parquet_metadata(config, **extra) -> dict[bytes, bytes]:
     """Provenance (and extra keys) as Parquet schema metadata under the ``eisbach.`` prefix."""
     record = provenance(config) | extra

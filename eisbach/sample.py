@@ -17,9 +17,12 @@ import pyarrow.parquet as pq
 import torch
 
 from eisbach import provenance
+from eisbach.adapters import ADAPTER_FILES
 from eisbach.atomic import write_parquet, write_wav
 from eisbach.backends import get_backend
+from eisbach.integrity import verify_weights
 from eisbach.latents import load_latents
+from eisbach.provenance import file_sha256
 
 INDEX_SCHEMA = pa.schema(
     [
@@ -30,6 +33,7 @@ INDEX_SCHEMA = pa.schema(
         ("duration", pa.float64()),
         ("sample_rate", pa.int32()),
         ("path", pa.string()),
+        ("sha256", pa.string()),  # of the WAV, for its readers to verify
     ]
 )
 
@@ -54,6 +58,11 @@ def initial_noise(prompt_id: str, seed: int, shape: tuple[int, int]) -> torch.Te
 
 
 def load_model(backend, base_dir, run_dir):
+    """The base DiT, with the adapter of run_dir when given; both verified against the sha256
+    their run.json records before anything is loaded."""
+    verify_weights(base_dir, ["model.safetensors"], "pretrain_base")
+    if run_dir is not None:
+        verify_weights(run_dir, ADAPTER_FILES, "finetune")
     dit = backend.load_dit(base_dir)
     if run_dir is None:
         return dit.eval()
@@ -84,7 +93,7 @@ def generate(args, sample_config: dict, backend_config: dict) -> pa.Table:
     )
     audio = backend.decode(latents)
     stage_config = {"sample": sample_config, "backend": backend_config, "run_id": args.run_id}
-    sample_provenance = provenance.provenance(stage_config)
+    sample_provenance = provenance.content_provenance(stage_config)
     rows = []
     for (prompt, seed), clip in zip(jobs, audio, strict=True):
         path = args.out_dir / f"{prompt['id']}-s{seed}.wav"
@@ -98,6 +107,7 @@ def generate(args, sample_config: dict, backend_config: dict) -> pa.Table:
                 "duration": len(clip) / backend.sample_rate,
                 "sample_rate": backend.sample_rate,
                 "path": str(path),
+                "sha256": file_sha256(path),
             }
         )
     table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)

@@ -16,7 +16,12 @@
   checkpointing as the backend has it, or as ``train.activation_checkpointing`` sets it.
 - An atomic checkpoint every ``checkpoint_every`` steps (checkpoints/last.pt and log.parquet):
   trainable weights, optimizer, scheduler, RNG states, data position, and a fingerprint of the
-  configuration so that a changed run never resumes from a stale checkpoint.
+  configuration, the base weights and the package's code, so that a changed run never resumes
+  from a stale checkpoint. A finished run deletes its checkpoints: a forced rerun starts afresh
+  and equals a fresh run bit for bit.
+- Inputs are verified on read: the latent shards and text table against latents_manifest.json,
+  the base weights against the base's run.json (eisbach.integrity). The outputs' sha256 go into
+  run.json (``weights``) for the stages that read them.
 - A non-finite loss stops the run, naming the step and the sample ids.
 - An adapter run ends by scoring its held-out denoising loss (eisbach.heldout) on the eval split:
   the same clips, timesteps and noise for every run, so the controls pair up with eisbach.
@@ -29,6 +34,7 @@ import contextlib
 import hashlib
 import json
 import random
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,6 +49,7 @@ from eisbach import adapters, distributed, heldout, objectives, provenance
 from eisbach.atomic import atomic_path, write_json, write_parquet
 from eisbach.backends import get_backend
 from eisbach.grid import run_id, scheme_tag
+from eisbach.integrity import WEIGHTS_KEY, sha256_cached, verify_weights, weights_record
 from eisbach.latent_store import LatentStream, TextTable, make_loader
 from eisbach.weighting import eisbach_terms, get_scheme, weighted_loss
 
@@ -59,6 +66,7 @@ LOG_SCHEMA = pa.schema(
     ]
 )
 CHECKPOINT_FORMAT = 2
+BASE_WEIGHTS = "model.safetensors"
 
 
 class TrainingData:
@@ -247,7 +255,11 @@ def load_checkpoint(
     if state.get("format") != CHECKPOINT_FORMAT or (
         fingerprint is not None and state.get("fingerprint") != fingerprint
     ):
-        print(f"{path}: from another configuration or format; starting afresh", file=sys.stderr)
+        print(
+            f"{path}: written by another configuration, base, code version or checkpoint format;"
+            " not resuming from it, training from step 0",
+            file=sys.stderr,
+        )
         return 0, []
     missing = trainable_names(model) - set(state["trainable"])
     if missing:
@@ -462,25 +474,27 @@ def write_run_outputs(out_dir: Path, log_rows, record: dict, stage_config: dict)
     print(f"mean applied weight {record['mean_applied_weight']:.4f}")
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file (of its size and mtime when it is over 512 MB)."""
-    stat = path.stat()
-    if stat.st_size > 512 * 2**20:
-        return f"size={stat.st_size};mtime_ns={stat.st_mtime_ns}"
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def resume_fingerprint(stage_config: dict, base_file: Path | None = None) -> str:
-    """What a checkpoint must share with this run to be resumed (threads and the checkpoint
-    interval may differ)."""
+def resume_fingerprint(stage_config: dict, base_sha256: str | None = None) -> str:
+    """What a checkpoint must share with this run to be resumed: the configuration (threads and
+    the checkpoint interval may differ), the base weights and the code of the package, since
+    Snakemake reruns a job after a code change only when forced, and a forced rerun must not
+    continue what the old code trained."""
     keyed = json.loads(json.dumps(stage_config))
     for section in ("train", "base"):
         if section in keyed:
             for key in ("threads", "checkpoint_every", "resources"):
                 keyed[section].pop(key, None)
-    if base_file is not None:
-        keyed["base_weights"] = file_digest(base_file)
+    if base_sha256 is not None:
+        keyed["base_weights"] = base_sha256
+    keyed["code"] = provenance.code_digest()
     return provenance.config_hash(keyed)
+
+
+def drop_checkpoints(ckpt_dir: Path | None) -> None:
+    """A finished run keeps no checkpoint: its outputs are final, and a checkpoint left behind
+    is what a later forced rerun would otherwise resume from."""
+    if ckpt_dir is not None:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
 
 
 def link_pretrained_base(args, backend, backend_config) -> None:
@@ -492,9 +506,12 @@ def link_pretrained_base(args, backend, backend_config) -> None:
     meta = provenance.parquet_metadata(stage_config, stage="train", run_id=f"base-{backend.id}")
     empty = pa.Table.from_pylist([], schema=LOG_SCHEMA).replace_schema_metadata(meta)
     write_parquet(args.out_dir / "train_log.parquet", empty)
+    # prepare_base has hashed the checkpoint already; a multi-GB file is not hashed twice.
+    weights = record.get("model_safetensors_sha256") or sha256_cached(args.out_dir / BASE_WEIGHTS)
     run = {
         "run_id": f"base-{backend.id}",
         "kind": "base",
+        WEIGHTS_KEY: {BASE_WEIGHTS: weights},
         "pretrained": record,
         "seconds": round(time.time() - started, 2),
         "spread_by_t": [],
@@ -535,6 +552,7 @@ def pretrain_base(args, backend, backend_config, cfg, ctx) -> None:
     record = {
         "run_id": f"base-{backend.id}",
         "kind": "base",
+        WEIGHTS_KEY: weights_record(args.out_dir, [BASE_WEIGHTS]),
         "parameters": sum(p.numel() for p in dit.parameters()),
         "train_clips": data.num_rows,
         "seconds": round(time.time() - started, 2),
@@ -542,6 +560,7 @@ def pretrain_base(args, backend, backend_config, cfg, ctx) -> None:
         **info,
     }
     write_run_outputs(args.out_dir, log_rows, record, stage_config)
+    drop_checkpoints(ckpt_dir)
 
 
 def scheme_params(
@@ -601,6 +620,7 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
         )
     data = data or TrainingData(args.latents_dir, cfg.get("loader"))
     modules = adapters.target_modules(backend, cfg)
+    base_sha256 = verify_weights(args.base_dir, [BASE_WEIGHTS], "pretrain_base")[BASE_WEIGHTS]
     model = adapters.attach(backend.load_dit(args.base_dir), adapter, modules, seed)
     frozen_before = weight_digest(model)
     stage_config = {
@@ -613,7 +633,6 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
     }
     started = time.time()
     info: dict = {}
-    base_file = Path(args.base_dir) / "model.safetensors"
     log_rows = train_loop(
         backend,
         model,
@@ -623,7 +642,7 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
         seed,
         out_dir / "checkpoints",
         ctx,
-        fingerprint=resume_fingerprint(stage_config, base_file if base_file.exists() else None),
+        fingerprint=resume_fingerprint(stage_config, base_sha256),
         info=info,
     )
     changed = [n for n, d in weight_digest(model).items() if frozen_before.get(n) != d]
@@ -661,10 +680,13 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
         "world_size": ctx.world_size,
         "device": str(ctx.device),
         "base": str(args.base_dir),
+        "base_sha256": base_sha256,
+        WEIGHTS_KEY: weights_record(out_dir, adapters.ADAPTER_FILES),
         "heldout": heldout.summarize(scored),
         **info,
     }
     write_run_outputs(out_dir, log_rows, record, stage_config)
+    drop_checkpoints(out_dir / "checkpoints")
 
 
 def main(argv=None) -> None:

@@ -9,10 +9,8 @@ through :func:`redact`.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -173,17 +171,30 @@ def ytdlp_argv(
     return argv
 
 
-# Calls in flight, so that an interrupted shard can end them: each runs in its own session, out
-# of reach of the signal that Snakemake or a terminal sends to the job's process group.
+# Calls in flight, so that an interrupted shard can end them. Each stays in the job's process
+# group, so that a signal to the group (Snakemake cancelling the job, a cluster's SIGKILL, Ctrl-C)
+# reaches yt-dlp and its ffmpeg too; a job killed outright leaves no orphan downloading on.
 _RUNNING: dict[int, subprocess.Popen] = {}
 _RUNNING_LOCK = threading.Lock()
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """Ends a call and every process it started (yt-dlp's ffmpeg), not the group they share
+    with this job."""
+    import psutil  # a dependency of peft, which the lock pins
+
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+        parent = psutil.Process(proc.pid)
+        # Listed before the kill: once yt-dlp dies its children are re-parented out of reach.
+        tree = [parent, *parent.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for member in tree:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree[1:], timeout=5)
 
 
 def kill_running() -> int:
@@ -191,14 +202,15 @@ def kill_running() -> int:
     with _RUNNING_LOCK:
         procs = list(_RUNNING.values())
     for proc in procs:
-        _kill_group(proc)
+        _kill_tree(proc)
     return len(procs)
 
 
 def run_with_timeout(argv: list[str], timeout: float, cwd=None) -> tuple[int | None, str]:
     """(returncode, stdout+stderr); returncode None when the call passed the timeout.
 
-    The call runs in its own session so that a hang is ended with every child (ffmpeg) it spawned.
+    A hang is ended with every child (ffmpeg) it spawned. The call shares the job's process
+    group (no session of its own), so it dies with the job.
     """
     with _RUNNING_LOCK:
         proc = subprocess.Popen(
@@ -209,18 +221,17 @@ def run_with_timeout(argv: list[str], timeout: float, cwd=None) -> tuple[int | N
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
-            start_new_session=True,
         )
         _RUNNING[proc.pid] = proc
     try:
         out, _ = proc.communicate(timeout=timeout)
         return proc.returncode, out
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        _kill_tree(proc)
         out, _ = proc.communicate()
         return None, out or ""
     except BaseException:
-        _kill_group(proc)
+        _kill_tree(proc)
         proc.wait()
         raise
     finally:

@@ -115,3 +115,15 @@ def adapter_run(scheme: dict, adapter: dict, seed: int) -> dict:
         "adapter": adapter,
         "seed": seed,
     }
+
+
+def save_base(backend, base_dir: Path, seed: int = 0) -> None:
+    """A fresh tiny base with the run.json ``weights`` record that pretrain_base writes and
+    that its readers (finetune, sample) verify the weights against."""
+    import json
+
+    from eisbach.integrity import weights_record
+
+    backend.save_dit(backend.new_dit(seed), base_dir)
+    weights = weights_record(base_dir, ["model.safetensors"])
+    (base_dir / "run.json").write_text(json.dumps({"weights": weights}))

@@ -187,3 +187,26 @@ def test_captions_csv_generic_mode(tmp_path):
     assert all_eval[1]["split"] == "eval"
     with pytest.raises(MetadataError, match="column 'caption'"):
         musiccaps.read_captions_csv(write_csv(tmp_path / "bad.csv", [["a.wav"]], ["file"]), 0.1)
+
+
+@pytest.mark.parametrize("reader", ["captions", "musiccaps", "count"])
+def test_a_non_utf8_csv_names_file_row_and_line(tmp_path, reader):
+    path = tmp_path / "meta.csv"
+    if reader == "captions":
+        text = 'file,caption\na.wav,"an organ drone"\nb.wav,"a caf\xe9 piano,\nwith a quoted newline"\n'
+    else:
+        text = (
+            "ytid,start_s,end_s,aspect_list,caption,is_audioset_eval\n"
+            'abcdefghijk,0,10,"[\'a\']","one",False\n'
+            'bcdefghijkl,0,10,"[\'b\']","\xe9t\xe9",False\n'
+        )
+    path.write_bytes(text.encode("latin-1"))  # é as the single byte 0xe9
+    read = {
+        "captions": lambda: musiccaps.read_captions_csv(path, 0.1),
+        "musiccaps": lambda: musiccaps.read_musiccaps_csv(path),
+        "count": lambda: musiccaps.count_csv_rows(path),
+    }[reader]
+    with pytest.raises(
+        MetadataError, match=r"meta\.csv: data row 2 \(line 3, byte \d+\) is not UTF-8"
+    ):
+        read()

@@ -244,6 +244,7 @@ def test_benchmark_runs(tmp_path, capsys):
     results = bench.main(argv)
     layouts = {r["layout"]: r for r in results["runs"]}
     assert set(layouts) == {"sat", "list-zstd", "binary-none"}
-    assert layouts["sat"]["files"] == 80 and layouts["list-zstd"]["files"] == 3
+    # 2 shards, the manifest and the dataset card
+    assert layouts["sat"]["files"] == 80 and layouts["list-zstd"]["files"] == 4
     assert all(r["samples_per_s"] > 0 for r in results["runs"])
     assert "ratio" in capsys.readouterr().out

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run as a script
     sys.path.insert(0, str(REPO))
 
-from conftest import TINY_BACKEND, write_clip_store  # noqa: E402
+from conftest import TINY_BACKEND, save_base, write_clip_store  # noqa: E402
 
 from eisbach import distributed  # noqa: E402
 from eisbach.backends import get_backend  # noqa: E402
@@ -97,7 +97,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
     backend = get_backend("tiny", BACKEND, root / "latents")
     backend.build_text_encoder(CAPTIONS)
-    backend.save_dit(backend.new_dit(0), root / "base")
+    save_base(backend, root / "base")
     lengths = [4000 + 800 * i for i in range(6)]  # padded batches
     write_clip_store(
         backend, root / "latents", CAPTIONS, lengths, rows_per_shard=4, row_group_rows=2

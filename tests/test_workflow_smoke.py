@@ -71,7 +71,7 @@ def test_latent_store_loads_with_datasets(finished):
     ds = datasets.load_dataset("parquet", data_files=files, split="train")
     assert ds.num_rows == 8
     row = ds[0]
-    assert len(row["latent"]) == row["latent_shape"][0] * row["latent_shape"][1]
+    assert [len(row["latent"]), len(row["latent"][0])] == row["latent_shape"]  # nested [C, T]
     assert row["latent_shape"][0] == 32 and row["n_frames"] == row["latent_shape"][1]
     meta = read_parquet_metadata(files[0])
     for key in (
@@ -84,7 +84,7 @@ def test_latent_store_loads_with_datasets(finished):
         "git_commit",
     ):
         assert key in meta, key
-    text = pq.read_table(store / "text.parquet")
+    text = pq.read_table(store / "text" / "text.parquet")
     assert text.num_rows == len(set(ds["caption"]))
 
 

@@ -104,10 +104,6 @@ def matched_run_json(wildcards):
     return [f"results/runs/{match}/run.json"] if match else []
 
 
-def match_arg(wildcards, input):
-    return f"--match-run {input.matched[0]}" if input.matched else ""
-
-
 def adapter_files(wildcards):
     if wildcards.sampled == BASE_RUN:
         return []
@@ -115,9 +111,3 @@ def adapter_files(wildcards):
         f"results/runs/{wildcards.sampled}/adapter_model.safetensors",
         f"results/runs/{wildcards.sampled}/adapter_config.json",
     ]
-
-
-def run_dir_arg(wildcards):
-    if wildcards.sampled == BASE_RUN:
-        return ""
-    return f"--run-dir results/runs/{wildcards.sampled}"

@@ -36,7 +36,7 @@ rule data_metadata:
         data=DATA_ARG,
     shell:
         "{params.python} scripts/data.py metadata --config-json {params.data} "
-        "--out {output.metadata} > {log} 2>&1"
+        "--out {output.metadata:q} > {log:q} 2>&1"
 
 
 rule data_shard:
@@ -61,12 +61,12 @@ rule data_shard:
         sample_rate=config["backend"]["sample_rate"],
         shards=DATA_SHARDS,
         metadata=lambda wildcards, input: (
-            f"--metadata {input.metadata}" if input.metadata else ""
+            ["--metadata", input.metadata] if input.metadata else []
         ),
     shell:
         "{params.python} scripts/data.py shard --config-json {params.data} "
-        "--sample-rate {params.sample_rate} {params.metadata} --shard {wildcards.shard} "
-        "--shards {params.shards} --data-dir results/data --out {output.shard} > {log} 2>&1"
+        "--sample-rate {params.sample_rate:q} {params.metadata:q} --shard {wildcards.shard:q} "
+        "--shards {params.shards:q} --data-dir results/data --out {output.shard:q} > {log:q} 2>&1"
 
 
 rule manifest:
@@ -90,4 +90,5 @@ rule manifest:
         sample_rate=config["backend"]["sample_rate"],
     shell:
         "{params.python} scripts/data.py manifest --config-json {params.data} "
-        "--sample-rate {params.sample_rate} --out {output.manifest} {input.shards} > {log} 2>&1"
+        "--sample-rate {params.sample_rate:q} --out {output.manifest:q} {input.shards:q} "
+        "> {log:q} 2>&1"

@@ -20,5 +20,6 @@ rule latents:
         latents=section_arg("latents"),
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "{params.python} scripts/latents.py --manifest {input.manifest} --backend-json {params.backend} "
-        "--latents-json {params.latents} --out-dir {params.out_dir} --threads {threads} > {log} 2>&1"
+        "{params.python} scripts/latents.py --manifest {input.manifest:q} "
+        "--backend-json {params.backend} --latents-json {params.latents} "
+        "--out-dir {params.out_dir:q} --threads {threads:q} > {log:q} 2>&1"

@@ -18,14 +18,20 @@ rule sample_run:
         python=PYTHON,
         backend=as_arg(config["backend"]),
         sample=section_arg("sample"),
-        run_dir=run_dir_arg,
+        # argv items, each quoted in the shell line: empty for the base model
+        run_dir=lambda wildcards: (
+            []
+            if wildcards.sampled == BASE_RUN
+            else ["--run-dir", f"results/runs/{wildcards.sampled}"]
+        ),
         latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         base_dir=lambda wildcards, input: os.path.dirname(input.model),
+        out_dir=lambda wildcards, output: os.path.dirname(output.index),
     shell:
-        "{params.python} scripts/sample.py run --run-id {wildcards.sampled} {params.run_dir} "
-        "--base-dir {params.base_dir} --latents-dir {params.latents_dir} "
+        "{params.python} scripts/sample.py run --run-id {wildcards.sampled:q} {params.run_dir:q} "
+        "--base-dir {params.base_dir:q} --latents-dir {params.latents_dir:q} "
         "--sample-json {params.sample} --backend-json {params.backend} "
-        "--out-dir results/samples/{wildcards.sampled} > {log} 2>&1"
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule sample_index:
@@ -44,4 +50,4 @@ rule sample_index:
     params:
         python=PYTHON,
     shell:
-        "{params.python} scripts/sample.py gather {input} --out {output.index} > {log} 2>&1"
+        "{params.python} scripts/sample.py gather {input:q} --out {output.index:q} > {log:q} 2>&1"

@@ -24,9 +24,9 @@ rule pretrain_base:
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
         "{params.python} {params.torchrun} scripts/train.py base "
-        "--latents-dir {params.latents_dir} "
+        "--latents-dir {params.latents_dir:q} "
         "--backend-json {params.backend} --train-json {params.base} "
-        "--out-dir {params.out_dir} > {log} 2>&1"
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
 rule finetune:
@@ -57,13 +57,17 @@ rule finetune:
         scheme=run_param("scheme"),
         adapter=run_param("adapter"),
         seed=lambda wildcards: RUNS[wildcards.run_id]["seed"],
-        match=match_arg,
+        # argv items, each quoted in the shell line: empty without a matched run
+        match=lambda wildcards, input: (
+            ["--match-run", input.matched[0]] if input.matched else []
+        ),
         latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         base_dir=lambda wildcards, input: os.path.dirname(input.model),
+        out_dir=lambda wildcards, output: os.path.dirname(output.run),
     shell:
         "{params.python} {params.torchrun} scripts/train.py adapter "
-        "--latents-dir {params.latents_dir} "
+        "--latents-dir {params.latents_dir:q} "
         "--backend-json {params.backend} --train-json {params.train} "
-        "--base-dir {params.base_dir} --scheme-json {params.scheme} "
-        "--adapter-json {params.adapter} --seed {params.seed} {params.match} "
-        "--out-dir results/runs/{wildcards.run_id} > {log} 2>&1"
+        "--base-dir {params.base_dir:q} --scheme-json {params.scheme} "
+        "--adapter-json {params.adapter} --seed {params.seed:q} {params.match:q} "
+        "--out-dir {params.out_dir:q} > {log:q} 2>&1"

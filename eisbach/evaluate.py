@@ -29,6 +29,7 @@ from tqdm import tqdm
 from eisbach import diversity, provenance
 from eisbach.atomic import write_json, write_parquet
 from eisbach.controls import control_comparisons
+from eisbach.integrity import verify_file
 from eisbach.metrics import METRICS, analyse, verdict
 from eisbach.predictions import prediction_claims
 from eisbach.score_cache import ScoreCache, metrics_version
@@ -47,9 +48,15 @@ def group_of(run: dict | None) -> str:
     return "control"
 
 
-def analyse_clip(path, cache: ScoreCache, stats: dict):
-    """(sha256, Analysis) of one WAV, from the cache when this clip was scored before."""
-    sha = provenance.file_sha256(path)
+def analyse_clip(path, cache: ScoreCache, stats: dict, recorded=None):
+    """(sha256, Analysis) of one WAV, from the cache when this clip was scored before.
+
+    recorded: (sha256, record, rule) that wrote it; the WAV is checked against that sha256.
+    """
+    if recorded is not None and recorded[0]:
+        sha = verify_file(path, recorded[0], record=recorded[1], rule=recorded[2])
+    else:
+        sha = provenance.file_sha256(path)
     found = cache.get(sha)
     if found is None:
         audio, rate = sf.read(path, dtype="float32", always_2d=True)
@@ -61,10 +68,13 @@ def analyse_clip(path, cache: ScoreCache, stats: dict):
     return sha, found
 
 
-def score_samples(index: list[dict], runs: dict[str, dict], cache: ScoreCache, stats: dict):
+def score_samples(
+    index: list[dict], runs: dict[str, dict], cache: ScoreCache, stats: dict, index_path=None
+):
     rows, analyses = [], {}
     for entry in tqdm(index, desc="metrics", unit="clip", mininterval=2):
-        sha, found = analyse_clip(entry["path"], cache, stats)
+        recorded = (entry.get("sha256"), index_path or "the sample index", "sample_run")
+        sha, found = analyse_clip(entry["path"], cache, stats, recorded)
         analyses[sha] = found
         run = runs.get(entry["run_id"])
         rows.append(
@@ -82,13 +92,16 @@ def score_samples(index: list[dict], runs: dict[str, dict], cache: ScoreCache, s
     return pa.Table.from_pylist(rows), analyses
 
 
-def score_references(manifest: list[dict], cache: ScoreCache, stats: dict) -> list[dict]:
+def score_references(
+    manifest: list[dict], cache: ScoreCache, stats: dict, manifest_path=None
+) -> list[dict]:
     """The metrics of the training and eval clips (status ok), to read the samples against."""
     rows = []
     for clip in manifest:
         if clip["status"] != "ok" or not clip.get("path"):
             continue
-        sha, found = analyse_clip(clip["path"], cache, stats)
+        recorded = (clip.get("sha256"), manifest_path or "the manifest", "data_shard")
+        sha, found = analyse_clip(clip["path"], cache, stats, recorded)
         rows.append(
             {"id": clip["id"], "split": clip["split"], "path": clip["path"]} | found.metrics
         )
@@ -322,8 +335,9 @@ def main(argv=None) -> None:
     heldout = {d.name: pq.read_table(d / "heldout_loss.parquet").to_pylist() for d in args.runs}
     index = pq.read_table(args.index).to_pylist()
     stats = {"scored": 0, "cached": 0}
-    per_sample, analyses = score_samples(index, runs, cache, stats)
-    references = score_references(pq.read_table(args.manifest).to_pylist(), cache, stats)
+    per_sample, analyses = score_samples(index, runs, cache, stats, args.index)
+    manifest = pq.read_table(args.manifest).to_pylist()
+    references = score_references(manifest, cache, stats, args.manifest)
     rows = per_sample.to_pylist()
     prompt_rows = diversity.per_prompt(rows, analyses)
 

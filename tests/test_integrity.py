@@ -201,6 +201,27 @@ def test_a_flipped_wav_stops_the_latents_stage(tmp_path):
         load_clip(str(wav), sha, 16000, "manifest.parquet")
 
 
+def test_a_flipped_sample_or_reference_wav_stops_evaluate(tmp_path):
+    from eisbach.atomic import write_wav
+    from eisbach.evaluate import score_references, score_samples
+    from eisbach.score_cache import ScoreCache
+
+    wav = tmp_path / "piglet-s0.wav"
+    write_wav(wav, np.sin(np.arange(16000) / 5).astype(np.float32) * 0.3, 16000)
+    sha = provenance.file_sha256(wav)
+    entry = {"run_id": "base-tiny", "prompt_id": "piglet", "seed": 0, "path": str(wav)}
+    clip = {"id": "c0", "split": "train", "status": "ok", "path": str(wav), "sha256": sha}
+    stats = {"scored": 0, "cached": 0}
+    cache = ScoreCache(tmp_path / "cache")
+    score_samples([entry | {"sha256": sha}], {}, cache, stats, "index.parquet")
+    assert score_references([clip], cache, stats, "manifest.parquet")[0]["id"] == "c0"
+    flip(wav, at=0.6, n=4)
+    with pytest.raises(IntegrityError, match=r"piglet-s0\.wav.*index\.parquet.*`sample_run`"):
+        score_samples([entry | {"sha256": sha}], {}, cache, stats, "index.parquet")
+    with pytest.raises(IntegrityError, match=r"piglet-s0\.wav.*manifest\.parquet.*`data_shard`"):
+        score_references([clip], cache, stats, "manifest.parquet")
+
+
 # --- content hashes -----------------------------------------------------------------------------
 def test_identical_audio_has_an_identical_sha256_across_runs_and_commits(tmp_path, monkeypatch):
     from datetime import UTC, datetime

@@ -3,7 +3,6 @@ reach a command line (profile) or the model's shape (num_heads against embed_dim
 
 import json
 import os
-import shlex
 import subprocess
 import sys
 
@@ -74,11 +73,12 @@ def test_every_shell_line_passes_free_text_as_inert_argv(workflow_copy, tmp_path
         f"open({str(argv_log)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
     )
     stub.chmod(0o755)
-    python = shlex.quote(sys.executable)
+    # rules call `python`, a function of the shell prefix (common.smk) that -p does not print
+    python = "python"
     for sub in ("data", "latents", "train", "sample", "evaluate", "figures", "report"):
         (workflow_copy / "results" / "logs" / sub).mkdir(parents=True, exist_ok=True)
     for command in commands:
-        assert command.startswith(python), command[:200]
+        assert command.startswith(python + " "), command[:200]
         run = subprocess.run(
             ["bash", "-c", str(stub) + command[len(python) :]],
             cwd=workflow_copy,

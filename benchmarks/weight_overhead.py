@@ -81,20 +81,10 @@ MODES = ("none", "none+log", "eisbach")
 
 
 def build_model(p: dict, adapter: str, device: torch.device):
-    from stable_audio_tools.models.diffusion import DiTWrapper
+    from eisbach.cloud import shaped_dit
 
     torch.manual_seed(0)
-    dit = DiTWrapper(
-        diffusion_objective="rectified_flow",
-        io_channels=p["io_channels"],
-        embed_dim=p["embed_dim"],
-        depth=p["depth"],
-        num_heads=p["num_heads"],
-        cond_token_dim=p["cond_dim"],
-        project_cond_tokens=True,
-        transformer_type="continuous_transformer",
-        zero_init_branch_outputs=False,
-    )
+    dit = shaped_dit(p, zero_init_branch_outputs=False)
     if p["precision"] == "bf16" and device.type == "cuda":
         dit = dit.to(torch.bfloat16)  # the frozen base in bf16, as SA3 runs half
     if adapter != "none":

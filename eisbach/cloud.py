@@ -54,22 +54,30 @@ class Assumptions:
 ASSUMPTIONS = Assumptions()
 
 
+def shaped_dit(shape: dict, **options):
+    """A stable-audio-tools rectified-flow DiT of that shape (embed_dim, depth, num_heads,
+    io_channels, cond_dim): what the cost model counts and the weight-overhead benchmark times."""
+    from stable_audio_tools.models.diffusion import DiTWrapper
+
+    return DiTWrapper(
+        diffusion_objective="rectified_flow",
+        io_channels=shape["io_channels"],
+        embed_dim=shape["embed_dim"],
+        depth=shape["depth"],
+        num_heads=shape["num_heads"],
+        cond_token_dim=shape["cond_dim"],
+        project_cond_tokens=True,
+        transformer_type="continuous_transformer",
+        **options,
+    )
+
+
 def dit_parameters(shape: dict = SA3_MEDIUM) -> int:
     """Parameters of a stable-audio-tools DiT of that shape, counted on the meta device."""
     import torch
-    from stable_audio_tools.models.diffusion import DiTWrapper
 
     with torch.device("meta"):
-        dit = DiTWrapper(
-            diffusion_objective="rectified_flow",
-            io_channels=shape["io_channels"],
-            embed_dim=shape["embed_dim"],
-            depth=shape["depth"],
-            num_heads=shape["num_heads"],
-            cond_token_dim=shape["cond_dim"],
-            project_cond_tokens=True,
-            transformer_type="continuous_transformer",
-        )
+        dit = shaped_dit(shape)
     return sum(p.numel() for p in dit.parameters())
 
 

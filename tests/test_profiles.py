@@ -37,6 +37,16 @@ def total_jobs(output: str) -> int:
     return int(re.search(r"^total\s+(\d+)", output, re.M).group(1))
 
 
+def paper_dag(tmp_path, *args) -> tuple[str, dict[str, list[dict]]]:
+    """Dry run of the paper DAG with these arguments: its output and its jobs' resources, once
+    every job is there and the GPU stages ask for one GPU each."""
+    out = dry_run(tmp_path, *args)
+    assert total_jobs(out) == PAPER_JOBS
+    jobs = job_resources(out)
+    check_gpu_jobs(jobs)
+    return out, jobs
+
+
 def check_gpu_jobs(jobs):
     for rule in GPU_RULES:
         assert jobs[rule], rule
@@ -49,10 +59,7 @@ def check_gpu_jobs(jobs):
 
 @pytest.mark.slow
 def test_default_profile_dry_runs_the_paper_dag(tmp_path):
-    out = dry_run(tmp_path, "--workflow-profile", "profiles/default")
-    assert total_jobs(out) == PAPER_JOBS
-    jobs = job_resources(out)
-    check_gpu_jobs(jobs)
+    out, jobs = paper_dag(tmp_path, "--workflow-profile", "profiles/default")
     assert jobs["evaluate"][0]["runtime"] == "2220"  # a CPU job of many hours (docs/cloud.md)
     # printshellcmds; the env's `python`, never an absolute interpreter path
     assert re.search(r"^Shell command: python +scripts/train\.py adapter", out, re.M)
@@ -60,10 +67,7 @@ def test_default_profile_dry_runs_the_paper_dag(tmp_path):
 
 @pytest.mark.slow
 def test_slurm_profile_dry_runs_the_paper_dag(tmp_path):
-    out = dry_run(tmp_path, "--profile", "profiles/slurm")
-    assert total_jobs(out) == PAPER_JOBS
-    jobs = job_resources(out)
-    check_gpu_jobs(jobs)
+    out, jobs = paper_dag(tmp_path, "--profile", "profiles/slurm")
     for rule in GPU_RULES:
         assert {r["slurm_partition"] for r in jobs[rule]} == {"gpu"}
     assert {r["slurm_partition"] for r in jobs["data_shard"]} == {"cpu"}
@@ -94,10 +98,9 @@ def s3_server(monkeypatch):
 @pytest.mark.slow
 def test_kubernetes_profile_dry_runs_the_paper_dag_against_s3(tmp_path, s3_server):
     url, prefix = s3_server
-    out = dry_run(tmp_path, "--profile", "profiles/kubernetes", "--storage-s3-endpoint-url", url)
-    assert total_jobs(out) == PAPER_JOBS
-    jobs = job_resources(out)
-    check_gpu_jobs(jobs)
+    out, jobs = paper_dag(
+        tmp_path, "--profile", "profiles/kubernetes", "--storage-s3-endpoint-url", url
+    )
     for rule in GPU_RULES:
         assert {r["gpu_manufacturer"] for r in jobs[rule]} == {"nvidia"}  # nvidia.com/gpu
     assert f"{prefix}/results/runs/" in out  # every output goes to the bucket prefix

@@ -33,6 +33,7 @@ import argparse
 import contextlib
 import hashlib
 import json
+import math
 import random
 import shutil
 import sys
@@ -114,9 +115,16 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 
 
 def lr_factor(cfg: dict, step: int) -> float:
-    """Linear warm-up over warmup_steps, then constant: the LambdaLR factor of step."""
+    """The LambdaLR factor of step: a linear warm-up over warmup_steps, then constant, or with
+    ``lr_decay: cosine`` a half cosine from 1 at the warm-up's end to 0 after the last step."""
     warmup = int(cfg["warmup_steps"])
-    return min(1.0, (step + 1) / max(1, warmup)) if warmup else 1.0
+    if warmup and step + 1 < warmup:
+        return (step + 1) / warmup
+    if cfg.get("lr_decay", "constant") == "constant":
+        return 1.0
+    start = max(warmup - 1, 0)
+    progress = min(1.0, (step - start) / max(1, int(cfg["steps"]) - start))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def timestep_sampler(backend, cfg: dict):

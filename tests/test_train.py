@@ -8,7 +8,7 @@ import torch
 from conftest import TINY_BACKEND, write_clip_store
 
 from eisbach.backends import get_backend
-from eisbach.train import TrainingData, run_id, spread_by_t, train_loop
+from eisbach.train import TrainingData, lr_factor, run_id, spread_by_t, train_loop
 from eisbach.weighting import get_scheme
 
 BACKEND = TINY_BACKEND
@@ -310,3 +310,16 @@ def test_adamw_normalises_a_constant_loss_scale_away(setup):
 
     assert distance(scaled) < 0.01  # measured 1.7e-3
     assert distance(slower) > 0.2  # measured 0.39, about 1 - 0.6
+
+
+def test_lr_factor_warms_up_then_holds_or_decays_on_a_half_cosine():
+    constant = {"warmup_steps": 4, "steps": 11}
+    assert [lr_factor(constant, k) for k in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert lr_factor(constant, 10) == 1.0
+    cosine = {**constant, "lr_decay": "cosine"}
+    factors = [lr_factor(cosine, k) for k in range(11)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert factors[3 + 4] == pytest.approx(0.5)  # half-way from the warm-up's end (3) to 11
+    assert all(a > b for a, b in zip(factors[3:], factors[4:], strict=False))
+    assert 0.0 < factors[-1] < 0.05  # the last step still moves
+    assert lr_factor({"warmup_steps": 0, "steps": 10, "lr_decay": "cosine"}, 0) == 1.0

@@ -5,9 +5,11 @@ Table 2 compares the barrier runs (scheme ``eisbach`` at ``evaluate.table2_lam``
 by sample: a barrier sample pairs with the baseline sample of the same adapter, training seed,
 prompt and sampling seed, which share their initial noise. The CI of the mean difference is a
 two-stage bootstrap over training seeds and then pairs (eisbach.stats). A verdict is "supported"
-when that CI excludes 0 in the paper's direction, "contradicted" when it excludes 0 the other
-way, and "inconclusive" otherwise, with one training seed, or when the grid lacks what a claim
-needs. The predictions P1-P5 are eisbach.predictions; every verdict is then adjusted across all
+when that CI lies beyond the smallest effect of interest in the paper's direction (by default
+0.2 standard deviations of the metric over the training clips: ``evaluate.min_effect_sd``, or
+``evaluate.min_effect`` per metric), "contradicted" when it lies beyond it the other way, and
+"inconclusive" otherwise: inside or across that band, with one training seed, or when the grid
+lacks what a claim needs. The predictions P1-P5 are eisbach.predictions; every verdict is then adjusted across all
 claims by Holm's rule (eisbach.stats.holm). The controls are compared on the held-out loss
 (eisbach.controls). Each clip is analysed once: analyses are cached by the clip's sha256
 (eisbach.score_cache), so a rerun scores only new clips. docs/metrics.md has the definitions.
@@ -30,10 +32,10 @@ from eisbach import diversity, provenance
 from eisbach.atomic import write_json, write_parquet
 from eisbach.controls import control_comparisons
 from eisbach.integrity import verify_file
-from eisbach.metrics import METRICS, analyse, verdict
+from eisbach.metrics import METRICS, analyse
 from eisbach.predictions import prediction_claims
 from eisbach.score_cache import ScoreCache, metrics_version
-from eisbach.stats import bootstrap_p, clustered_bootstrap, holm
+from eisbach.stats import bootstrap_p, clustered_bootstrap, holm, verdict
 
 
 def group_of(run: dict | None) -> str:
@@ -136,7 +138,28 @@ def table2_pairs(per_sample: list[dict], runs: dict[str, dict], cfg: dict) -> di
     return pairs
 
 
-def paired_claim(pairs: dict, name: str, higher_is_barrier: bool, cfg: dict) -> dict:
+def min_effects(references: list[dict], cfg: dict) -> dict[str, float]:
+    """Per Table 2 metric, the smallest barrier - baseline difference that counts as an effect:
+    ``evaluate.min_effect[metric]`` where given, else ``evaluate.min_effect_sd`` (0.2, a small
+    effect in Cohen's terms) times the metric's standard deviation over the training clips,
+    the spread of the music the runs learn from; 0 where that spread is unknown."""
+    fixed = cfg.get("min_effect", {})
+    scale = float(cfg.get("min_effect_sd", 0.2))
+    train = [r for r in references if r.get("split") == "train"]
+    out = {}
+    for name, spec in METRICS.items():
+        if not spec.table2:
+            continue
+        values = np.array([r[name] for r in train], float)
+        values = values[np.isfinite(values)]
+        spread = float(np.std(values, ddof=1)) if len(values) >= 2 else 0.0
+        out[name] = float(fixed[name]) if name in fixed else scale * spread
+    return out
+
+
+def paired_claim(
+    pairs: dict, name: str, higher_is_barrier: bool, cfg: dict, min_effect: float = 0.0
+) -> dict:
     """Barrier - baseline of one metric over the pairs, with a CI clustered by training seed."""
     finite = {
         cluster: [
@@ -165,18 +188,29 @@ def paired_claim(pairs: dict, name: str, higher_is_barrier: bool, cfg: dict) -> 
         "diff": diff,
         "ci_low": lo,
         "ci_high": hi,
+        "min_effect": float(min_effect),
     }
     if len(finite) < 2:
         return result | {
             "verdict": "inconclusive",
             "reason": "one training seed: the CI covers sample-to-sample variation only",
         }
-    return result | {"verdict": verdict(lo, hi, higher_is_barrier)}
+    decided = verdict(lo, hi, higher_is_barrier, min_effect)
+    if decided == "inconclusive" and verdict(lo, hi, higher_is_barrier) != "inconclusive":
+        return result | {
+            "verdict": decided,
+            "reason": f"the CI excludes 0 but not every negligible effect (|diff| <= "
+            f"{min_effect:.3g} {METRICS[name].unit}, the smallest effect of interest)",
+        }
+    return result | {"verdict": decided}
 
 
-def table2_claims(per_sample: list[dict], runs: dict[str, dict], cfg: dict) -> list[dict]:
+def table2_claims(
+    per_sample: list[dict], runs: dict[str, dict], cfg: dict, references: list[dict] = ()
+) -> list[dict]:
     lam, adapter_type = table2_selection(cfg)
     pairs = table2_pairs(per_sample, runs, cfg)
+    deltas = min_effects(list(references), cfg)
     barrier = f"barrier (eisbach lambda {lam:g}, {adapter_type})"
     claims = []
     for name, spec in METRICS.items():
@@ -198,7 +232,7 @@ def table2_claims(per_sample: list[dict], runs: dict[str, dict], cfg: dict) -> l
                 }
             )
             continue
-        claims.append(claim | paired_claim(pairs, name, spec.higher_is_barrier, cfg))
+        claims.append(claim | paired_claim(pairs, name, spec.higher_is_barrier, cfg, deltas[name]))
     claims.append(dynamic_range_levels(pairs, cfg))
     return claims
 
@@ -353,7 +387,7 @@ def main(argv=None) -> None:
         pa.Table.from_pylist(references).replace_schema_metadata(meta),
     )
 
-    claims = table2_claims(rows, runs, cfg) + prediction_claims(
+    claims = table2_claims(rows, runs, cfg, references) + prediction_claims(
         logs, runs, prompt_rows, rows, cfg, group_of
     )
     summary = {

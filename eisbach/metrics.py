@@ -34,7 +34,6 @@ __all__ = [
     "analyse",
     "bootstrap_ci",
     "compute_metrics",
-    "verdict",
 ]
 
 ANALYSIS_RATE = 16_000
@@ -373,16 +372,3 @@ def bootstrap_ci(x, y, n_boot: int = 2000, seed: int = 0, alpha: float = 0.05):
         groups.append(v)
     diff, lo, hi, _ = independent_bootstrap(*groups, n_boot, seed, alpha)
     return diff, lo, hi
-
-
-def verdict(diff_lo: float, diff_hi: float, higher_is_barrier: bool) -> str:
-    """ "supported" if the barrier-minus-baseline CI lies strictly on the claimed side of 0,
-    "contradicted" if strictly on the other side, "inconclusive" otherwise (NaN included)."""
-    lo, hi = float(diff_lo), float(diff_hi)
-    if math.isnan(lo) or math.isnan(hi):
-        return "inconclusive"
-    if lo > 0.0:
-        return "supported" if higher_is_barrier else "contradicted"
-    if hi < 0.0:
-        return "contradicted" if higher_is_barrier else "supported"
-    return "inconclusive"

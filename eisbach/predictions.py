@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from eisbach.metrics import METRICS, verdict
-from eisbach.stats import bootstrap_p, clustered_bootstrap, independent_bootstrap
+from eisbach.metrics import METRICS
+from eisbach.stats import bootstrap_p, clustered_bootstrap, independent_bootstrap, verdict
 
 LOW_T, HIGH_T = 0.3, 0.7
 P2_BAND = (0.3, 0.7)

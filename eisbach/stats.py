@@ -12,6 +12,8 @@ all claims are adjusted together by Holm's step-down rule (``holm``): docs/metri
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 _BLOCK_ELEMENTS = 4_000_000  # bounds the memory of one block of replicates
@@ -110,3 +112,20 @@ def independent_bootstrap(x, y, n_boot: int, seed: int, alpha: float):
     )
     ci = res.confidence_interval
     return diff, float(ci.low), float(ci.high), res.bootstrap_distribution
+
+
+def verdict(
+    diff_lo: float, diff_hi: float, higher_is_barrier: bool, min_effect: float = 0.0
+) -> str:
+    """ "supported" if the barrier-minus-baseline CI lies strictly beyond +min_effect on the
+    claimed side, "contradicted" if strictly beyond it on the other side, "inconclusive"
+    otherwise (NaN included): a CI that excludes 0 but reaches into the negligible effects
+    within +-min_effect does not decide a claim."""
+    lo, hi, delta = float(diff_lo), float(diff_hi), abs(float(min_effect))
+    if math.isnan(lo) or math.isnan(hi):
+        return "inconclusive"
+    if lo > delta:
+        return "supported" if higher_is_barrier else "contradicted"
+    if hi < -delta:
+        return "contradicted" if higher_is_barrier else "supported"
+    return "inconclusive"

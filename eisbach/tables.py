@@ -14,7 +14,16 @@ from eisbach.atomic import write_json, write_text
 
 # every claim's reading: the estimate, its CI, its p-value and the verdict computed from them
 READING_COLUMNS = ["diff", "ci_low", "ci_high", "p_value", "verdict", "reason"]
-TABLE2_COLUMNS = ["id", "unit", "seeds", "pairs", "barrier_mean", "baseline_mean", *READING_COLUMNS]
+TABLE2_COLUMNS = [
+    "id",
+    "unit",
+    "seeds",
+    "pairs",
+    "barrier_mean",
+    "baseline_mean",
+    "min_effect",
+    *READING_COLUMNS,
+]
 PREDICTION_COLUMNS = ["id", "claim", "metric", "seeds", "units", *READING_COLUMNS]
 CONTROL_COLUMNS = [
     "control",

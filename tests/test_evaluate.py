@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import adapter_run
 
-from eisbach.evaluate import group_of, table2_claims, table2_pairs
+from eisbach.evaluate import group_of, min_effects, table2_claims, table2_pairs
 from eisbach.metrics import METRICS
 
 CFG = {"n_boot": 2000, "alpha": 0.05, "seed": 0}
@@ -98,6 +98,45 @@ def test_seeds_that_disagree_and_a_single_seed_are_inconclusive():
     c = claims_by_id(table2_claims(rows, runs, CFG))["table2.dynamic_range_db"]
     assert c["ci_low"] > 0 and c["verdict"] == "inconclusive"
     assert "one training seed" in c["reason"]
+
+
+def references(spread: float, n: int = 12) -> list[dict]:
+    """Training clips whose metrics have sample standard deviation `spread` (eval clips 100x)."""
+    values = np.linspace(-1.0, 1.0, n)
+    values = 20.0 + spread * values / np.std(values, ddof=1)
+    train = [{"split": "train", **{m: v for m in METRICS}} for v in values]
+    return train + [{"split": "eval", **{m: 100 * v for m in METRICS}} for v in values]
+
+
+def test_the_smallest_effect_of_interest_is_a_fraction_of_the_training_clips_spread():
+    deltas = min_effects(references(spread=5.0), CFG)
+    assert set(deltas) == {name for name, spec in METRICS.items() if spec.table2}
+    assert deltas["dynamic_range_db"] == pytest.approx(1.0)  # 0.2 x 5 dB, eval clips ignored
+    fixed = min_effects(references(5.0), CFG | {"min_effect": {"pca_coverage": 3.0}})
+    assert fixed["pca_coverage"] == 3.0 and fixed["flux_sparsity"] == pytest.approx(1.0)
+    assert min_effects(references(5.0), CFG | {"min_effect_sd": 0.0})["ssm_block_scale"] == 0.0
+    assert min_effects([], CFG)["dynamic_range_db"] == 0.0  # no training clips: no band
+
+
+def test_a_shift_that_excludes_zero_but_is_negligible_does_not_decide_a_claim():
+    """The demo's dynamic range read "supported" on +0.07 dB; against music whose dynamic range
+    spreads over dB, a shift that small is no effect either way."""
+    runs, rows = build(
+        [(EISBACH, DORA, s, 0.07) for s in (0, 1)] + [(NONE, DORA, s, 0.0) for s in (0, 1)]
+    )
+    refs = references(spread=5.0)
+    c = claims_by_id(table2_claims(rows, runs, CFG, refs))["table2.dynamic_range_db"]
+    assert c["ci_low"] > 0 and c["min_effect"] == pytest.approx(1.0)
+    assert c["verdict"] == "inconclusive" and "negligible" in c["reason"]
+    # the same shift against music that barely varies is an effect
+    c = claims_by_id(table2_claims(rows, runs, CFG, references(spread=0.1)))
+    assert c["table2.dynamic_range_db"]["verdict"] == "supported"
+    # beyond the band in the other direction: contradicted, not negligible
+    runs, rows = build(
+        [(EISBACH, DORA, s, -2.0) for s in (0, 1)] + [(NONE, DORA, s, 0.0) for s in (0, 1)]
+    )
+    c = claims_by_id(table2_claims(rows, runs, CFG, refs))["table2.dynamic_range_db"]
+    assert c["ci_high"] < -1.0 and c["verdict"] == "contradicted"
 
 
 def test_a_grid_without_the_table2_run_names_what_is_missing():

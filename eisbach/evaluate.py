@@ -411,6 +411,8 @@ def main(argv=None) -> None:
             for g in sorted({r["group"] for r in rows})
         },
         "references": reference_summary(references),
+        "likeness": likeness(rows, references),
+        "prompt_references": prompt_references(rows, manifest),
         "embedding_distances": embedding_distances(rows, references, cfg, cache_dir, args.threads),
         "weight_spread": {
             rid: {"mean_applied_weight": run["mean_applied_weight"], "by_t": run["spread_by_t"]}
@@ -425,6 +427,74 @@ def main(argv=None) -> None:
         print(f"{claim['id']}: {claim['verdict']}")
     for c in summary["controls"]:
         print(f"control {c['control']} vs {c['reference']} ({c['adapter']}): {c['reading']}")
+
+
+# What the samples are read against the training music by (docs/metrics.md): onsets, change
+# that comes in peaks, harmonic lines, sections, and the share of clips without any.
+LIKENESS_METRICS = (
+    "onset_peakiness",
+    "flux_sparsity",
+    "spectral_contrast_db",
+    "ssm_block_scale",
+    "static_clip",
+)
+SAMPLE_GROUPS = ("base", "baseline", "barrier", "control")
+
+
+def prompt_references(per_sample: list[dict], manifest: list[dict], per_prompt: int = 2):
+    """Per prompt, the clips of the music it asks for, to set beside its samples: an eval
+    caption's own clip (prompt id ``cap-<clip id>``), else the training clips whose caption
+    opens with the prompt (a character's theme: "Seal Lawyer" -> "Seal Lawyer's theme. ..."),
+    the first ``per_prompt`` by id. A prompt that matches no caption gets none."""
+    clips = sorted((c for c in manifest if c["status"] == "ok"), key=lambda c: c["id"])
+    by_id = {c["id"]: c for c in clips}
+    prompts = {r["prompt_id"]: r["prompt"] for r in per_sample}
+    out = {}
+    for pid, text in sorted(prompts.items()):
+        if pid.startswith("cap-") and pid[4:] in by_id:
+            found = [by_id[pid[4:]]]
+        else:
+            key = text.strip().lower()
+            found = [
+                c
+                for c in clips
+                if c["split"] == "train" and key and (c["caption"] or "").lower().startswith(key)
+            ][:per_prompt]
+        out[pid] = [{k: c[k] for k in ("id", "split", "path", "caption", "sha256")} for c in found]
+    return out
+
+
+def likeness(rows: list[dict], references: list[dict]) -> list[dict]:
+    """Per group (training clips, eval clips, then the samples of base, baseline, barrier and
+    control runs), the median and quartiles of each metric of LIKENESS_METRICS over its clips;
+    ``static_clip`` as the share of static clips. Samples that sound like the training music
+    read like the training clips."""
+    groups = [("training clips", [r for r in references if r["split"] == "train"])]
+    groups += [("eval clips", [r for r in references if r["split"] == "eval"])]
+    groups += [(f"{g} samples", [r for r in rows if r["group"] == g]) for g in SAMPLE_GROUPS]
+    out = []
+    for label, clips in groups:
+        if not clips:
+            continue
+        entry = {"group": label, "clips": len(clips)}
+        for name in LIKENESS_METRICS:
+            values = np.array([c[name] for c in clips], float)
+            values = values[np.isfinite(values)]
+            if name == "static_clip":
+                entry[name] = float(values.mean()) if values.size else None
+                continue
+            if not values.size:
+                entry[name] = None
+                continue
+            q1, med, q3 = np.percentile(values, [25, 50, 75])
+            entry[name] = {
+                "median": float(med),
+                "q1": float(q1),
+                "q3": float(q3),
+                "n": int(values.size),
+            }
+        out.append(entry)
+    return out
 
 
 def reference_summary(references: list[dict]) -> dict:

@@ -636,6 +636,16 @@ def spectrogram_path(figures_dir: Path, row) -> Path:
     return Path(figures_dir) / "spectrograms" / row["run_id"] / (Path(row["path"]).stem + ".png")
 
 
+# Beside the run folders; no run id has a leading underscore (eisbach.grid).
+REFERENCE_FOLDER = "_training_music"
+
+
+def reference_spectrogram_path(figures_dir: Path, clip: dict) -> Path:
+    """Where a clip of ``summary["prompt_references"]`` (the music a prompt asks for) has its
+    spectrogram."""
+    return Path(figures_dir) / "spectrograms" / REFERENCE_FOLDER / f"{clip['id']}.png"
+
+
 def with_arms(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return df.assign(arm=[])
@@ -703,5 +713,11 @@ def main(argv=None) -> None:
     )
     for row in per_sample.to_dict("records"):
         spectrogram(row["path"], spectrogram_path(args.figures_dir, row), record)
-    print(f"figures: {sum(map(len, written.values()))} files, {len(per_sample)} spectrograms")
+    references = {c["id"]: c for cs in summary.get("prompt_references", {}).values() for c in cs}
+    for clip in references.values():
+        spectrogram(clip["path"], reference_spectrogram_path(args.figures_dir, clip), record)
+    print(
+        f"figures: {sum(map(len, written.values()))} files, "
+        f"{len(per_sample) + len(references)} spectrograms"
+    )
     print(f"tables: table2, predictions, controls -> {args.tables_dir}")

@@ -112,6 +112,15 @@ _SPECS = [
         table2=False,
     ),
     MetricSpec(
+        "onset_peakiness",
+        "95th percentile over median of the spectral flux (each + 0.5 dB/frame): how much the "
+        "note onsets stand out of the flux between them (secondary: the samples against the "
+        "training clips, no stated direction)",
+        "ratio",
+        False,
+        table2=False,
+    ),
+    MetricSpec(
         "static_clip",
         "1 when the clip has no section boundary (every frame is similar to the whole clip), "
         "else 0; ssm_block_scale is then NaN",
@@ -264,6 +273,12 @@ def _gini(values: np.ndarray) -> float:
     return float(np.sum((2 * ranks - n - 1) * v) / (n * total))
 
 
+def _peakiness(values: np.ndarray) -> float:
+    """p95 / median: onsets spike out of a low floor; a smear or a drone stays near 1."""
+    p50, p95 = np.percentile(values, [50.0, 95.0])
+    return float(p95 / p50)
+
+
 def _flux(mel_db: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     """Spectral flux (dB/frame, mean over mel bands of the positive change) between consecutive
     active frames."""
@@ -341,6 +356,7 @@ def analyse(audio: np.ndarray, sample_rate: int) -> Analysis:
         "pca_coverage": _pca_coverage(act_mel),
         "dynamic_range_db": float(p95 - p5),
         "flux_mean": float(np.mean(flux)) if flux.size else float("nan"),
+        "onset_peakiness": _peakiness(flux + FLUX_SOFT_DB) if flux.size else float("nan"),
         "static_clip": static,
     }
     rel = act_mel - act_mel.max()

@@ -25,8 +25,16 @@ import pyarrow.parquet as pq
 
 from eisbach import provenance, tables
 from eisbach.atomic import atomic_path, write_json, write_text
-from eisbach.figures import FIGURES, arm_of_row, spectrogram_path
+from eisbach.figures import (
+    FIGURES,
+    REFERENCE_FOLDER,
+    arm_of_row,
+    reference_spectrogram_path,
+    spectrogram_path,
+)
+from eisbach.metrics import METRICS
 
+METRIC_UNITS = {name: spec.unit for name, spec in METRICS.items()}
 GROUP_ORDER = {"base": 0, "baseline": 1, "barrier": 2, "control": 3}
 TABLE_NAMES = ("table2", "predictions", "controls")
 # What each backend's run can speak to, whatever its verdicts read.
@@ -126,6 +134,33 @@ def sample_groups(per_sample: list[dict]) -> list[dict]:
     ]
 
 
+def likeness_view(summary: dict) -> dict | None:
+    """The "do the samples sound like the training music?" table: per group of clips, the
+    median [quartiles] of each metric evaluate read them by, and the share of static clips."""
+    rows = summary.get("likeness")
+    if not rows:
+        return None
+    order = list(METRICS)
+    names = sorted(
+        (k for k in rows[0] if k in METRICS), key=lambda n: (n != "onset_peakiness", order.index(n))
+    )
+
+    def cell(value):
+        if value is None:
+            return ""
+        if isinstance(value, dict):
+            return f"{value['median']:.3g} [{value['q1']:.3g}, {value['q3']:.3g}]"
+        return f"{100 * value:.0f} %"
+
+    columns = ["group", "clips"] + [
+        f"{n} ({METRIC_UNITS.get(n, '')})" if n != "static_clip" else "static clips" for n in names
+    ]
+    return {
+        "columns": columns,
+        "rows": [[r["group"], str(r["clips"])] + [cell(r[n]) for n in names] for r in rows],
+    }
+
+
 def mixed_commits(records: dict[str, dict]) -> list[str]:
     """The code versions behind the artefacts when there is more than one. Snakemake reruns a
     job when its inputs, parameters or command change, not when the eisbach code it runs does,
@@ -148,7 +183,7 @@ def environment() -> jinja2.Environment:
     )
 
 
-def copy_assets(args, per_sample: list[dict], report_dir: Path) -> dict:
+def copy_assets(args, per_sample: list[dict], references: dict, report_dir: Path) -> dict:
     """Every file the page links to, under report_dir/assets; name -> relative link."""
     assets = report_dir / "assets"
     links: dict = {"figures": {}, "tables": {}, "samples": {}}
@@ -164,6 +199,16 @@ def copy_assets(args, per_sample: list[dict], report_dir: Path) -> dict:
         for ext in ("csv", "md", "tex"):
             link_or_copy(args.tables_dir / f"{name}.{ext}", assets / "tables" / f"{name}.{ext}")
             links["tables"][name][ext] = f"assets/tables/{name}.{ext}"
+    links["references"] = {}
+    for clip in {c["id"]: c for cs in references.values() for c in cs}.values():
+        folder = assets / "samples" / REFERENCE_FOLDER
+        wav, png = Path(clip["path"]), reference_spectrogram_path(args.figures_dir, clip)
+        link_or_copy(wav, folder / wav.name)
+        link_or_copy(png, folder / png.name)
+        links["references"][clip["id"]] = {
+            "audio": rel(folder / wav.name, report_dir),
+            "spectrogram": rel(folder / png.name, report_dir),
+        }
     for row in per_sample:
         folder = assets / "samples" / row["run_id"]
         wav, png = Path(row["path"]), spectrogram_path(args.figures_dir, row)
@@ -188,7 +233,8 @@ def build(args) -> str:
     runs = {d.name: json.loads((d / "run.json").read_text()) for d in args.runs}
     records = {"summary.json": summary["provenance"]}
     records |= {f"runs/{rid}": run["provenance"] for rid, run in runs.items()}
-    links = copy_assets(args, per_sample, report_dir)
+    references = summary.get("prompt_references", {})
+    links = copy_assets(args, per_sample, references, report_dir)
     for row in per_sample:
         row["arm"] = arm_of_row(row)
     packages = summary["provenance"].get("packages", {})
@@ -207,7 +253,10 @@ def build(args) -> str:
             "status": sorted(status.items()),
         },
         "prompts": sample_groups(per_sample),
+        "prompt_references": references,
+        "likeness": likeness_view(summary),
         "sample_links": links["samples"],
+        "reference_links": links["references"],
         "records": records,
         "mixed_commits": mixed_commits(records),
         "packages": packages,

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import soundfile as sf
 
+from eisbach.evaluate import likeness, prompt_references
 from eisbach.metrics import METRICS, Analysis
 from eisbach.provenance import provenance
 from eisbach.score_cache import ScoreCache
@@ -199,12 +200,33 @@ def make_results(root: Path, prompts: dict[str, str] | None = None) -> dict[str,
         "weight_spread": weight_spread,
         "provenance": RECORD,
     }
-    (metrics_dir / "summary.json").write_text(json.dumps(summary))
-    manifest = [
-        {"id": f"c{i}", "status": status, "duration": 4.0 if status == "ok" else None}
-        for i, status in enumerate(["ok", "ok", "ok", "unavailable"])
+    # clips: a training clip per prompt whose caption opens with it (a character's theme), one
+    # eval clip, one clip that failed to download
+    texts = [f"{text}'s theme. A piece." for _, text in sorted(prompts.items())]
+    manifest = []
+    for i, (caption, split, status) in enumerate(
+        [(t, "train", "ok") for t in texts]
+        + [("Another theme.", "eval", "ok"), ("Lost.", "train", "unavailable")]
+    ):
+        clip = {"id": f"c{i}", "caption": caption, "split": split, "status": status,
+                "duration": None, "path": None, "sha256": None}  # fmt: skip
+        if status == "ok":
+            path = results / "data/audio" / f"c{i}.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(
+                path, 0.2 * np.sin(2 * np.pi * (330 + 30 * i) * np.arange(8000) / 16000), 16000
+            )
+            clip |= {"duration": 0.5, "path": str(path), "sha256": f"c{i}".ljust(64, "0")}
+        manifest.append(clip)
+    references = [
+        {"id": c["id"], "split": c["split"], "path": c["path"]}
+        | {name: float(rng.uniform(1, 2)) for name in METRICS}
+        for c in manifest
+        if c["status"] == "ok"
     ]
-    (results / "data").mkdir(parents=True)
+    summary["likeness"] = likeness(per_sample, references)
+    summary["prompt_references"] = prompt_references(per_sample, manifest)
+    (metrics_dir / "summary.json").write_text(json.dumps(summary))
     pq.write_table(pa.Table.from_pylist(manifest), results / "data/manifest.parquet")
     latents = results / "latents/tiny/latents_manifest.json"
     latents.parent.mkdir(parents=True)

@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 from conftest import adapter_run
 
-from eisbach.evaluate import group_of, min_effects, table2_claims, table2_pairs
+from eisbach.evaluate import (
+    group_of,
+    likeness,
+    min_effects,
+    prompt_references,
+    table2_claims,
+    table2_pairs,
+)
 from eisbach.metrics import METRICS
 
 CFG = {"n_boot": 2000, "alpha": 0.05, "seed": 0}
@@ -154,3 +161,50 @@ def test_absolute_dynamic_range_levels():
     # barrier ~ 46 dB > 40, baseline ~ 11 dB < 25
     assert levels["verdict"] == "supported"
     assert levels["ci_low"] > 40 and levels["baseline_ci"][1] < 25
+
+
+def clip(cid, caption, split="train", status="ok"):
+    return {"id": cid, "caption": caption, "split": split, "status": status,
+            "path": f"results/data/audio/{cid}.wav", "sha256": cid.ljust(64, "0")}  # fmt: skip
+
+
+def test_each_prompt_finds_the_music_it_asks_for():
+    manifest = [
+        clip("d3", "Seal Lawyer's theme. A drone."),
+        clip("d1", "seal lawyer's theme. Another drone."),
+        clip("d2", "Seal Lawyer's theme. A third.", status="unavailable"),
+        clip("d0", "Seal Lawyer's theme. Held out.", split="eval"),
+        clip("d4", "Seal Lawyer's theme. A fourth."),
+        clip("e0", "An A-B-A piece.", split="eval"),
+    ]
+    rows = [
+        {"prompt_id": "seal", "prompt": "Seal Lawyer"},
+        {"prompt_id": "cap-e0", "prompt": "An A-B-A piece."},
+        {"prompt_id": "jazz", "prompt": "A jazz trio"},
+    ]
+    refs = prompt_references(rows, manifest)
+    # the first two ok training clips by id, case-insensitive; an eval caption's own clip
+    assert [c["id"] for c in refs["seal"]] == ["d1", "d3"]
+    assert [c["id"] for c in refs["cap-e0"]] == ["e0"] and refs["cap-e0"][0]["split"] == "eval"
+    assert refs["jazz"] == []
+    assert set(refs["seal"][0]) == {"id", "split", "path", "caption", "sha256"}
+
+
+def test_likeness_reads_every_group_by_median_and_quartiles():
+    def row(group, peak, static=0.0):
+        return (
+            {"group": group, "static_clip": static}
+            | {name: peak for name in ("onset_peakiness", "flux_sparsity", "spectral_contrast_db")}
+            | {"ssm_block_scale": float("nan") if static else 1.0}
+        )
+
+    references = [{"split": "train"} | row(None, v) for v in (10.0, 20.0, 30.0)]
+    rows = [row("base", v) for v in (2.0, 3.0)] + [row("barrier", 2.0, static=1.0)] * 2
+    table = {r["group"]: r for r in likeness(rows, references)}
+    assert list(table) == ["training clips", "base samples", "barrier samples"]
+    assert table["training clips"]["onset_peakiness"] == {
+        "median": 20.0, "q1": 15.0, "q3": 25.0, "n": 3
+    }  # fmt: skip
+    assert table["base samples"]["clips"] == 2 and table["base samples"]["static_clip"] == 0.0
+    assert table["barrier samples"]["static_clip"] == 1.0
+    assert table["barrier samples"]["ssm_block_scale"] is None  # static clips have no block

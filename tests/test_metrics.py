@@ -132,6 +132,19 @@ def test_flux_sparsity_needs_transitions(known):
         assert known[f"sections_{s:g}s"]["flux_sparsity"] > 0.4
 
 
+def test_onset_peakiness_separates_plucked_notes_from_drones_noise_and_smears(known):
+    """How the samples are read against the training clips (issue 11): onsets stand out of the
+    flux of music ~20x; a drone, noise and music buried in noise stay near 1-2."""
+    assert known["drone"]["onset_peakiness"] == pytest.approx(1.0, abs=0.05)
+    assert known["white_noise"]["onset_peakiness"] < 1.5
+    for s in SECTION_LENGTHS:
+        assert known[f"sections_{s:g}s"]["onset_peakiness"] > 15.0
+    y = P.sections(1.0)
+    noise = P.noise()[: y.size]
+    buried = y + noise * np.sqrt(np.mean(y**2) / np.mean(noise**2))  # 0 dB SNR
+    assert compute_metrics(buried.astype(np.float32), SR)["onset_peakiness"] < 3.0
+
+
 def test_pca_coverage_of_music_exceeds_drone_and_noise(known):
     assert known["drone"]["pca_coverage"] < 0.01
     assert known["sections_2s"]["pca_coverage"] > 50 * known["white_noise"]["pca_coverage"]
@@ -150,9 +163,13 @@ def test_dynamic_range_is_lowered_by_compression(known):
 @pytest.mark.parametrize("material", list(MATERIALS))
 def test_metrics_invariant_to_gain_rate_floor_and_length(invariances, material, change):
     ref, changed = invariances[(material, change)]
-    for name in TABLE2:
+    for name in [*TABLE2, "onset_peakiness"]:
+        # a percentile of the flux moves with the share of onsets a shorter clip happens to hold
+        tolerance = 0.2 if (name, change) == ("onset_peakiness", "6 s instead of 10 s") else None
         rel = abs(changed[name] - ref[name]) / abs(ref[name])
-        assert rel <= INVARIANCE_TOLERANCE, f"{name} moved {100 * rel:.1f}% under {change}"
+        assert rel <= (tolerance or INVARIANCE_TOLERANCE), (
+            f"{name} moved {100 * rel:.1f}% under {change}"
+        )
 
 
 def test_digital_silence_around_a_clip_changes_nothing_much():

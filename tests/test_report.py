@@ -116,7 +116,8 @@ def test_the_report_folder_holds_everything_it_links(built):
         assert target.is_relative_to(report_dir.resolve()), f"{link} leaves the report folder"
         assert target.is_file() and target.stat().st_size > 0, link
     per_sample = pq.read_table(built["per_sample"]).to_pylist()
-    assert page.count("<audio") == len(per_sample) == 28
+    # every sample, and each prompt's training clip in front of each of its 2 sampling seeds
+    assert len(per_sample) == 28 and page.count("<audio") == 28 + 2 * 2
     # the players and spectrograms are the stage outputs, byte for byte
     for row in per_sample:
         copy = report_dir / "assets/samples" / row["run_id"] / Path(row["path"]).name
@@ -124,6 +125,30 @@ def test_the_report_folder_holds_everything_it_links(built):
     for stem in FIGURES:
         assert f'src="assets/figures/{stem}.png"' in page and f"assets/figures/{stem}.svg" in page
     assert "config_hash" in json.loads((report_dir / "provenance.json").read_text())
+
+
+def test_each_prompt_sets_its_training_music_beside_its_samples(built):
+    """Seal Lawyer's samples open with the training clip captioned "Seal Lawyer's theme. ...",
+    and the sound table reads the training clips against every group of samples."""
+    page = built["report"].read_text()
+    summary = json.loads(built["summary"].read_text())
+    refs = summary["prompt_references"]
+    assert {p: [c["id"] for c in cs] for p, cs in refs.items()} == {
+        "piglet": ["c0"],
+        "seal": ["c1"],
+    }
+    seal = page[page.index("<h3>seal:") :]
+    seal = seal[: seal.index("</div>\n</div>")]
+    first_card = seal[seal.index('<div class="card') :]
+    assert first_card.startswith('<div class="card g-training"><b>training music</b> (train clip)')
+    assert 'src="assets/samples/_training_music/c1.wav"' in first_card
+    assert 'src="assets/samples/_training_music/c1.png"' in first_card
+    copy = built["report"].parent / "assets/samples/_training_music/c1.wav"
+    assert copy.read_bytes() == Path(refs["seal"][0]["path"]).read_bytes()
+    sound = page[page.index('id="sound"') : page.index('id="samples"')]
+    for group in ("training clips", "eval clips", "base samples", "baseline samples"):
+        assert f"<td>{group}</td>" in sound
+    assert sound.index("onset_peakiness") < sound.index("flux_sparsity")
 
 
 def test_the_summary_opens_the_page(built):

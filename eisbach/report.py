@@ -199,25 +199,27 @@ def copy_assets(args, per_sample: list[dict], references: dict, report_dir: Path
         for ext in ("csv", "md", "tex"):
             link_or_copy(args.tables_dir / f"{name}.{ext}", assets / "tables" / f"{name}.{ext}")
             links["tables"][name][ext] = f"assets/tables/{name}.{ext}"
-    links["references"] = {}
-    for clip in {c["id"]: c for cs in references.values() for c in cs}.values():
-        folder = assets / "samples" / REFERENCE_FOLDER
-        wav, png = Path(clip["path"]), reference_spectrogram_path(args.figures_dir, clip)
+
+    def player(wav: Path, png: Path, folder: Path) -> dict:
         link_or_copy(wav, folder / wav.name)
         link_or_copy(png, folder / png.name)
-        links["references"][clip["id"]] = {
-            "audio": rel(folder / wav.name, report_dir),
-            "spectrogram": rel(folder / png.name, report_dir),
-        }
+        return {"audio": rel(folder / wav.name, report_dir),
+                "spectrogram": rel(folder / png.name, report_dir)}  # fmt: skip
+
+    links["references"] = {
+        clip["id"]: player(
+            Path(clip["path"]),
+            reference_spectrogram_path(args.figures_dir, clip),
+            assets / "samples" / REFERENCE_FOLDER,
+        )
+        for clip in {c["id"]: c for cs in references.values() for c in cs}.values()
+    }
     for row in per_sample:
-        folder = assets / "samples" / row["run_id"]
-        wav, png = Path(row["path"]), spectrogram_path(args.figures_dir, row)
-        link_or_copy(wav, folder / wav.name)
-        link_or_copy(png, folder / png.name)
-        links["samples"][row["path"]] = {
-            "audio": rel(folder / wav.name, report_dir),
-            "spectrogram": rel(folder / png.name, report_dir),
-        }
+        links["samples"][row["path"]] = player(
+            Path(row["path"]),
+            spectrogram_path(args.figures_dir, row),
+            assets / "samples" / row["run_id"],
+        )
     return links
 
 

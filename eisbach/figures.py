@@ -28,6 +28,7 @@ import soundfile as sf  # noqa: E402
 
 from eisbach import provenance, tables  # noqa: E402
 from eisbach.atomic import atomic_path  # noqa: E402
+from eisbach.integrity import verify_file  # noqa: E402
 from eisbach.metrics import METRICS  # noqa: E402
 from eisbach.predictions import HIGH_T, LOW_T, P2_BAND, P2_COLLAPSE  # noqa: E402
 from eisbach.stats import clustered_ci  # noqa: E402
@@ -708,12 +709,17 @@ def main(argv=None) -> None:
     tables.write_table(tables.predictions_frame(summary), args.tables_dir, "predictions", record)
     tables.write_table(tables.controls_frame(summary), args.tables_dir, "controls", record)
     cache = ScoreCache(args.analysis_cache) if args.analysis_cache else None
+    references = {c["id"]: c for cs in summary.get("prompt_references", {}).values() for c in cs}
+    # every clip drawn here is the one evaluate scored: a WAV changed since reads as an error
+    for row in per_sample.to_dict("records"):
+        verify_file(row["path"], row["sha256"], record=args.per_sample, rule="sample_run")
+    for clip in references.values():
+        verify_file(clip["path"], clip["sha256"], record=args.summary, rule="data_shard")
     written = build_figures(
         args.figures_dir, per_sample, per_prompt, args.runs, objective, record, cache
     )
     for row in per_sample.to_dict("records"):
         spectrogram(row["path"], spectrogram_path(args.figures_dir, row), record)
-    references = {c["id"]: c for cs in summary.get("prompt_references", {}).values() for c in cs}
     for clip in references.values():
         spectrogram(clip["path"], reference_spectrogram_path(args.figures_dir, clip), record)
     print(

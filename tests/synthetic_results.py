@@ -14,7 +14,7 @@ import soundfile as sf
 
 from eisbach.evaluate import likeness, prompt_references
 from eisbach.metrics import METRICS, Analysis
-from eisbach.provenance import provenance
+from eisbach.provenance import file_sha256, provenance
 from eisbach.score_cache import ScoreCache
 
 PROMPTS = {"piglet": "Little Piglet Prince", "seal": "Seal Lawyer"}
@@ -149,7 +149,7 @@ def make_results(root: Path, prompts: dict[str, str] | None = None) -> dict[str,
                 metrics = {name: float(rng.uniform(1, 2)) for name in METRICS} | {
                     "static_clip": 0.0
                 }
-                sha = f"{k:02d}{j:02d}{s:02d}".ljust(64, "0")
+                sha = file_sha256(path)
                 ssm = np.corrcoef(rng.standard_normal((64, 8)))
                 cache.put(sha, Analysis(metrics, ssm, rng.standard_normal(8)))
                 per_sample.append(
@@ -216,7 +216,7 @@ def make_results(root: Path, prompts: dict[str, str] | None = None) -> dict[str,
             sf.write(
                 path, 0.2 * np.sin(2 * np.pi * (330 + 30 * i) * np.arange(8000) / 16000), 16000
             )
-            clip |= {"duration": 0.5, "path": str(path), "sha256": f"c{i}".ljust(64, "0")}
+            clip |= {"duration": 0.5, "path": str(path), "sha256": file_sha256(path)}
         manifest.append(clip)
     references = [
         {"id": c["id"], "split": c["split"], "path": c["path"]}

@@ -165,3 +165,21 @@ def test_an_empty_grid_still_writes_every_figure(tmp_path):
     assert written.keys() == figures.FIGURES.keys()
     for paths in written.values():
         assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.exists() for p in paths)
+
+
+@pytest.mark.parametrize("which", ["sample", "training clip"])
+def test_a_wav_changed_since_evaluate_stops_the_figures(tmp_path, which):
+    """The spectrograms and SSMs must show the clips evaluate scored, or say they cannot."""
+    from eisbach.integrity import IntegrityError
+
+    paths = make_results(tmp_path)
+    if which == "sample":
+        wav = Path(pd.read_parquet(paths["per_sample"])["path"].iloc[3])
+    else:
+        summary = json.loads(paths["summary"].read_text())
+        wav = Path(summary["prompt_references"]["seal"][0]["path"])
+    data = bytearray(wav.read_bytes())
+    data[-1] ^= 0xFF
+    wav.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match=re.escape(str(wav))):
+        figures.main(figures_argv(paths))

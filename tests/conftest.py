@@ -71,6 +71,21 @@ def smoke_run(tmp_path_factory) -> Path:
     return workdir
 
 
+def training_music_players(workdir: Path) -> int:
+    """The report's players of training music: each prompt's reference clips, shown in front
+    of every sampling seed of that prompt."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    metrics = Path(workdir) / "results/metrics"
+    refs = json.loads((metrics / "summary.json").read_text())["prompt_references"]
+    seeds: dict[str, set] = {}
+    for row in pq.read_table(metrics / "per_sample.parquet").to_pylist():
+        seeds.setdefault(row["prompt_id"], set()).add(row["seed"])
+    return sum(len(refs.get(pid, [])) * len(s) for pid, s in seeds.items())
+
+
 def write_clip_store(
     backend, latents_dir: Path, captions: list[str], lengths: list[int], eval_every=0, **kw
 ):

@@ -32,9 +32,9 @@ def test_report_opens_clean_in_chromium(chromium, built, tmp_path):
     assert page.console_errors == []
     assert page.failed_loads == []
     assert page.media_failures == []
-    n_samples = 28
-    assert page.audios == n_samples
-    assert page.images == len(FIGURES) + n_samples  # figures, then a spectrogram per sample
+    players = 28 + 2 * 2  # the samples, and a training clip per prompt before each of 2 seeds
+    assert page.audios == players
+    assert page.images == len(FIGURES) + players  # figures, then a spectrogram per player
     assert page.title.startswith("Eisbach report")
     with Image.open(shot) as image:
         assert image.size[0] == 1280 and image.size[1] > 1000

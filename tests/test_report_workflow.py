@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from browser import ensure_chromium, inspect_page
-from conftest import run_snakemake
+from conftest import run_snakemake, training_music_players
 
 from eisbach.figures import FIGURES
 from eisbach.report import TABLE_NAMES
@@ -53,7 +53,7 @@ def test_the_zip_holds_every_figure_table_and_the_html_report(unpacked):
         assert (unpacked / path).is_file(), f"report.html links {path}, absent from the zip"
 
 
-def test_every_link_inside_the_zip_resolves(unpacked):
+def test_every_link_inside_the_zip_resolves(unpacked, finished):
     (index,) = unpacked.glob("data/raw/*/index.html")
     site = index.parent
     reached = set()
@@ -67,21 +67,23 @@ def test_every_link_inside_the_zip_resolves(unpacked):
             assert target.is_file(), f"{page.relative_to(unpacked)} links {link}, absent"
             reached.add(target)
     page = index.read_text()
-    assert page.count("<audio") == 42 and len(local_links(page)) > 100
+    players = 42 + training_music_players(finished)
+    assert page.count("<audio") == players and len(local_links(page)) > 100
     # nothing in the report folder is left unlinked
     for f in site.rglob("*"):
         if f.is_file() and f.name not in ("index.html", "provenance.json"):
             assert f.resolve() in reached, f"{f.relative_to(site)} is in the zip but unlinked"
 
 
-def test_the_zipped_report_opens_clean_in_chromium(unpacked, tmp_path):
+def test_the_zipped_report_opens_clean_in_chromium(unpacked, finished, tmp_path):
     chromium, why = ensure_chromium()
     if chromium is None:
         pytest.skip(why)
     (index,) = unpacked.glob("data/raw/*/index.html")
     page = inspect_page(index, screenshot=tmp_path / "zipped.png", chromium=chromium)
     assert page.console_errors == [] and page.failed_loads == [] and page.media_failures == []
-    assert page.audios == 42 and page.images == len(FIGURES) + 42
+    players = 42 + training_music_players(finished)
+    assert page.audios == players and page.images == len(FIGURES) + players
 
 
 def test_a_profile_that_is_not_a_name_is_refused_before_anything_runs(finished, tmp_path):

@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 import soundfile as sf
 import torch
-from conftest import run_snakemake
+from conftest import run_snakemake, training_music_players
 
 from eisbach.provenance import read_parquet_metadata
 
@@ -214,7 +214,9 @@ def test_figures_tables_and_report(finished):
         (finished / "results/tables/table2.provenance.json").read_text()
     )
     page = (finished / "results/report/index.html").read_text()
-    assert page.count("<audio") == N_SAMPLES
+    # every sample, and the training music in front of each prompt's samples
+    players = training_music_players(finished)
+    assert players > 0 and page.count("<audio") == N_SAMPLES + players
     for src in re.findall(r'src="([^"]+)"', page):
         assert not src.startswith("/"), f"absolute link {src}"
         assert (finished / "results/report" / src).resolve().exists(), src

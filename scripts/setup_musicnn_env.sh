@@ -20,7 +20,8 @@ command -v "$python" >/dev/null || { echo "setup: $python not found; Python 3.11
 [[ -x $venv/bin/python ]] || "$python" -m venv --without-pip "$venv"
 # The lock holds musicnn resolved with --no-deps (its metadata pins numpy<1.17): sync installs
 # exactly the listed, hashed files and checks no metadata, so it is the one install step.
-"$uv" pip sync --python "$venv/bin/python" --require-hashes "$lock"
+# Bytecode compiled once here, as in setup_env.sh: the evaluate job imports TensorFlow.
+"$uv" pip sync --python "$venv/bin/python" --require-hashes --compile-bytecode "$lock"
 "$venv/bin/python" -c "import musicnn, tensorflow, numpy, librosa" 2>/dev/null \
   || { echo "setup: $venv does not import musicnn/tensorflow; see envs/musicnn.in" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -31,6 +31,6 @@ analyse(np.random.default_rng(0).standard_normal(32000).astype(np.float32) * 0.1
 # The install must import; doing so also reads torch's ~1 GB of libraries once, here, rather
 # than in the demo's first training job (on a fresh clone that job took 105 s instead of 85 s).
 .venv/bin/python -c 'import peft, torchaudio; from eisbach.backends.tiny import import_stable_audio_tools
-import_stable_audio_tools()' 2>/dev/null \
+import_stable_audio_tools()' >/dev/null \
   || { echo "setup: .venv does not import torch/peft/stable-audio-tools" >&2; exit 1; }
 echo "$want" > "$stamp"

@@ -9,10 +9,11 @@ when that CI lies beyond the smallest effect of interest in the paper's directio
 0.2 standard deviations of the metric over the training clips: ``evaluate.min_effect_sd``, or
 ``evaluate.min_effect`` per metric), "contradicted" when it lies beyond it the other way, and
 "inconclusive" otherwise: inside or across that band, with one training seed, or when the grid
-lacks what a claim needs. The predictions P1-P5 are eisbach.predictions; every verdict is then adjusted across all
-claims by Holm's rule (eisbach.stats.holm). The controls are compared on the held-out loss
-(eisbach.controls). Each clip is analysed once: analyses are cached by the clip's sha256
-(eisbach.score_cache), so a rerun scores only new clips. docs/metrics.md has the definitions.
+lacks what a claim needs. The predictions P1-P5 are eisbach.predictions; every verdict is then
+adjusted across all claims by Holm's rule (eisbach.stats.holm). The controls are compared on the
+held-out loss (eisbach.controls). Each clip is analysed once: analyses are cached by the clip's
+sha256 (eisbach.score_cache), so a rerun scores only new clips. docs/metrics.md has the
+definitions.
 """
 
 from __future__ import annotations

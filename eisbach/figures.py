@@ -641,6 +641,12 @@ def spectrogram_path(figures_dir: Path, row) -> Path:
 REFERENCE_FOLDER = "_training_music"
 
 
+def reference_clips(summary: dict) -> dict[str, dict]:
+    """The clips of ``summary["prompt_references"]`` by id, each once though several prompts
+    may ask for it."""
+    return {c["id"]: c for clips in summary.get("prompt_references", {}).values() for c in clips}
+
+
 def reference_spectrogram_path(figures_dir: Path, clip: dict) -> Path:
     """Where a clip of ``summary["prompt_references"]`` (the music a prompt asks for) has its
     spectrogram."""
@@ -709,7 +715,7 @@ def main(argv=None) -> None:
     tables.write_table(tables.predictions_frame(summary), args.tables_dir, "predictions", record)
     tables.write_table(tables.controls_frame(summary), args.tables_dir, "controls", record)
     cache = ScoreCache(args.analysis_cache) if args.analysis_cache else None
-    references = {c["id"]: c for cs in summary.get("prompt_references", {}).values() for c in cs}
+    references = reference_clips(summary)
     # every clip drawn here is the one evaluate scored: a WAV changed since reads as an error
     for row in per_sample.to_dict("records"):
         verify_file(row["path"], row["sha256"], record=args.per_sample, rule="sample_run")

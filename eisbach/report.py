@@ -29,12 +29,12 @@ from eisbach.figures import (
     FIGURES,
     REFERENCE_FOLDER,
     arm_of_row,
+    reference_clips,
     reference_spectrogram_path,
     spectrogram_path,
 )
 from eisbach.metrics import METRICS
 
-METRIC_UNITS = {name: spec.unit for name, spec in METRICS.items()}
 GROUP_ORDER = {"base": 0, "baseline": 1, "barrier": 2, "control": 3}
 TABLE_NAMES = ("table2", "predictions", "controls")
 # What each backend's run can speak to, whatever its verdicts read.
@@ -153,7 +153,7 @@ def likeness_view(summary: dict) -> dict | None:
         return f"{100 * value:.0f} %"
 
     columns = ["group", "clips"] + [
-        f"{n} ({METRIC_UNITS.get(n, '')})" if n != "static_clip" else "static clips" for n in names
+        f"{n} ({METRICS[n].unit})" if n != "static_clip" else "static clips" for n in names
     ]
     return {
         "columns": columns,
@@ -183,7 +183,9 @@ def environment() -> jinja2.Environment:
     )
 
 
-def copy_assets(args, per_sample: list[dict], references: dict, report_dir: Path) -> dict:
+def copy_assets(
+    args, per_sample: list[dict], references: dict[str, dict], report_dir: Path
+) -> dict:
     """Every file the page links to, under report_dir/assets; name -> relative link."""
     assets = report_dir / "assets"
     links: dict = {"figures": {}, "tables": {}, "samples": {}}
@@ -212,7 +214,7 @@ def copy_assets(args, per_sample: list[dict], references: dict, report_dir: Path
             reference_spectrogram_path(args.figures_dir, clip),
             assets / "samples" / REFERENCE_FOLDER,
         )
-        for clip in {c["id"]: c for cs in references.values() for c in cs}.values()
+        for clip in references.values()
     }
     for row in per_sample:
         links["samples"][row["path"]] = player(
@@ -235,8 +237,7 @@ def build(args) -> str:
     runs = {d.name: json.loads((d / "run.json").read_text()) for d in args.runs}
     records = {"summary.json": summary["provenance"]}
     records |= {f"runs/{rid}": run["provenance"] for rid, run in runs.items()}
-    references = summary.get("prompt_references", {})
-    links = copy_assets(args, per_sample, references, report_dir)
+    links = copy_assets(args, per_sample, reference_clips(summary), report_dir)
     for row in per_sample:
         row["arm"] = arm_of_row(row)
     packages = summary["provenance"].get("packages", {})
@@ -255,7 +256,7 @@ def build(args) -> str:
             "status": sorted(status.items()),
         },
         "prompts": sample_groups(per_sample),
-        "prompt_references": references,
+        "prompt_references": summary.get("prompt_references", {}),
         "likeness": likeness_view(summary),
         "sample_links": links["samples"],
         "reference_links": links["references"],

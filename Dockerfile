@@ -4,14 +4,15 @@
 # runs as a non-root user.
 #
 #   docker build -t eisbach:0.1.0 --build-arg REVISION="$(git rev-parse HEAD)" .
-#   docker run --gpus all -e HF_TOKEN -v "$PWD/results:/app/results" -v eisbach-hf:/data/hf \
-#     eisbach:0.1.0 snakemake --cores all --configfile config/paper.yaml
+#   docker run --gpus all -e HF_TOKEN -v "$PWD/site.yaml:/app/site.yaml:ro" \
+#     -v "$PWD/results:/app/results" -v "$PWD/.snakemake:/app/.snakemake" -v eisbach-hf:/data/hf \
+#     eisbach:0.1.0
+# REVISION is required: the image has no .git, and every artefact records this commit.
 
 # --- build: Python 3.11, .venv (envs/requirements.lock) and .venv-musicnn (envs/musicnn.lock) ---
 FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04@sha256:fcbbd60a5ad3db3a1c7375bf14546b369b54064c513224310b2026df50c7a9bd AS build
 
 ARG PYTHON_VERSION=3.11.18
-ARG SA3_COMMIT=636f906fc0ee54b3f06edf974dc7d3aa99d6841b
 ENV DEBIAN_FRONTEND=noninteractive \
     UV_PYTHON_INSTALL_DIR=/opt/python \
     UV_PYTHON_PREFERENCE=only-managed \
@@ -42,12 +43,12 @@ RUN uv python install "$PYTHON_VERSION" \
     && uv venv --python "$PYTHON_VERSION" /app/.venv-musicnn \
     && uv pip sync --python /app/.venv-musicnn/bin/python --require-hashes envs/musicnn.lock
 
-# stable_audio_3 at its pinned commit, without its declared dependencies (they conflict with
+# stable_audio_3 at its pinned commit (envs/stable-audio-3.txt, which the host route's
+# scripts/setup_sa3.sh installs too), without its declared dependencies (they conflict with
 # this stack; DESIGN.md), then this package.
 COPY pyproject.toml ./
 COPY eisbach/ eisbach/
-RUN uv pip install --python /app/.venv/bin/python --no-deps \
-       "stable-audio-3 @ git+https://github.com/Stability-AI/stable-audio-3@${SA3_COMMIT}" \
+RUN uv pip install --python /app/.venv/bin/python --no-deps -r envs/stable-audio-3.txt \
     && uv pip install --python /app/.venv/bin/python --no-deps --no-build-isolation -e . \
     && /app/.venv/bin/python -c "import eisbach, stable_audio_3, stable_audio_tools, torch" \
     && /app/.venv-musicnn/bin/python -c "import musicnn, tensorflow"
@@ -56,7 +57,11 @@ RUN uv pip install --python /app/.venv/bin/python --no-deps \
 FROM nvidia/cuda:12.8.1-runtime-ubuntu22.04@sha256:fcbbd60a5ad3db3a1c7375bf14546b369b54064c513224310b2026df50c7a9bd
 
 ARG VERSION=0.1.0
-ARG REVISION=unknown
+ARG REVISION
+# The commit this image is built from: checked to be one (40 hex digits) and kept as
+# EISBACH_GIT_COMMIT, which eisbach.provenance records where there is no .git to ask.
+RUN echo "$REVISION" | grep -Eqx '[0-9a-f]{40}' \
+    || { echo "build with --build-arg REVISION=\"\$(git rev-parse HEAD)\" (got '$REVISION')" >&2; exit 1; }
 LABEL org.opencontainers.image.title="eisbach" \
       org.opencontainers.image.description="Snakemake pipeline re-running arXiv 2606.07207 (Eisbach log-barrier weighting) on Stable Audio 3 Medium" \
       org.opencontainers.image.version="${VERSION}" \
@@ -71,8 +76,8 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin eisbach \
-    && mkdir -p /app/results /data/hf \
-    && chown 10001:10001 /app /app/results /data/hf
+    && mkdir -p /app/results /app/.snakemake /data/hf \
+    && chown 10001:10001 /app /app/results /app/.snakemake /data/hf
 
 # The interpreter at the path the venvs' links name; the code owned by root, so the job user can
 # write results and caches but not the environment it runs.
@@ -83,6 +88,7 @@ WORKDIR /app
 COPY pyproject.toml Snakefile LICENSE ./
 COPY eisbach/ eisbach/
 COPY scripts/ scripts/
+COPY benchmarks/ benchmarks/
 COPY workflow/ workflow/
 COPY config/ config/
 COPY profiles/ profiles/
@@ -91,10 +97,14 @@ COPY envs/ envs/
 # HF_HOME: the hub cache (SA3 weights, T5Gemma) on a volume, reused across containers; HF_TOKEN
 # is read from the environment at run time (docker run -e HF_TOKEN), never baked in.
 ENV PATH=/app/.venv/bin:$PATH \
+    EISBACH_GIT_COMMIT=${REVISION} \
     HF_HOME=/data/hf \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1
-VOLUME ["/app/results", "/data/hf"]
+# Snakemake's state (.snakemake/: job metadata, incomplete markers, locks) must outlive a --rm
+# container, or a rerun cannot tell finished work from interrupted work: mount it with the
+# results. site.yaml (scripts/make_site.py) is mounted read-only at /app/site.yaml.
+VOLUME ["/app/results", "/app/.snakemake", "/data/hf"]
 USER 10001:10001
 
-CMD ["snakemake", "--cores", "all", "--configfile", "config/paper.yaml"]
+CMD ["snakemake", "--cores", "all", "--configfile", "config/paper.yaml", "site.yaml"]

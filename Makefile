@@ -8,11 +8,28 @@ CORES ?= all
 # (about 10 s per Snakemake job when the environment forbids writing .pyc files).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup demo test lint lock paper-dry-run clean
+.PHONY: setup setup-paper site data demo test lint lock paper-dry-run clean
 
 setup:
 	bash scripts/setup_env.sh
 	bash scripts/setup_musicnn_env.sh
+
+# The host route of the paper profile (SLURM, a GPU machine without Docker): stable_audio_3 at
+# the commit the image installs (envs/stable-audio-3.txt), without its conflicting dependencies.
+setup-paper: setup
+	bash scripts/setup_sa3.sh
+
+# The site file: the weights and data a pretrained profile leaves to the machine, checked against
+# the schema. e.g. make site SITE_ARGS="--pretrained medium-base --cookies /secrets/cookies.txt"
+SITE_ARGS ?=
+site: setup
+	$(BIN)/python scripts/make_site.py $(SITE_ARGS)
+
+# The paper profile's data stage alone (downloads, validation, the manifest): run it on a CPU
+# machine, then copy results/data/ (rsync -a, which keeps mtimes) to the GPU machine.
+PROFILE ?= config/paper.yaml
+data: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile $(PROFILE) site.yaml --until manifest
 
 demo: setup
 	$(BIN)/snakemake --cores $(CORES)
@@ -33,7 +50,8 @@ lock:
 	  --override envs/overrides.txt -o envs/requirements.lock
 
 paper-dry-run: setup
-	$(BIN)/snakemake -n --configfile config/paper.yaml
+	$(BIN)/snakemake -n --configfile config/paper.yaml site.yaml
 
+# Keeps site.yaml (at the repository root, not under results/).
 clean:
 	rm -rf results .snakemake

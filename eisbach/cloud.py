@@ -42,6 +42,11 @@ class Assumptions:
     base_copy_min: float = 2.0
     autoencoder_realtime: float = 200.0  # SAME-L encode or decode, seconds of audio per second
     usd_per_gpu_hour: float = 3.0  # on-demand H100-class price; pass the provider's own
+    # The downloads are bound by YouTube's rate limit on one session (~300 videos an hour,
+    # data.sleep_s's comment), not by CPU or by data.workers: run them on a small CPU machine
+    # (make data), not on the rented GPU.
+    downloads_per_hour: float = 300.0
+    usd_per_cpu_hour: float = 0.10  # a 2-4 vCPU on-demand instance
     # evaluate, one CPU job: per 10 s clip, analyse() (0.13 s, benchmarks/metrics_speed.py on
     # 2 shared cores here) and the musicnn embedding of FD-musicnn (DESIGN.md's ~5 s per 6 s
     # clip on CPU, scaled to 10 s); its threads' speedup has not been measured
@@ -139,7 +144,24 @@ def estimate(config: dict, n_params: int, a: Assumptions = ASSUMPTIONS, mfu: flo
         "total_usd": {k: total[k] * a.usd_per_gpu_hour for k in mfus},
         "total_jobs": total["jobs"],
         "evaluate_cpu_hours": evaluate_cpu_hours(jobs["sample_run"] * n_samples, a),
+        "downloads": download_cost(config, a),
         "assumptions": asdict(a),
+    }
+
+
+def download_cost(config: dict, a: Assumptions = ASSUMPTIONS) -> dict:
+    """Hours of the MusicCaps downloads and what they cost on a CPU machine against on the GPU
+    machine; nothing for a local or generated source."""
+    data = config.get("data", {})
+    clips = 0
+    if data.get("source") == "musiccaps":
+        clips = min(a.clips, data.get("limit") or a.clips)
+    hours = clips / a.downloads_per_hour
+    return {
+        "clips": clips,
+        "hours": hours,
+        "usd_on_cpu_machine": hours * a.usd_per_cpu_hour,
+        "usd_on_gpu_machine": hours * a.usd_per_gpu_hour,
     }
 
 
@@ -160,7 +182,7 @@ def declared_runtimes(est: dict, a: Assumptions = ASSUMPTIONS) -> dict[str, int]
 
 
 def markdown(est: dict) -> str:
-    a = est["assumptions"]
+    a, dl = est["assumptions"], est["downloads"]
     lines = [
         f"DiT parameters (counted): {est['n_params'] / 1e9:.2f} B; {est['frames_per_clip']:.0f} "
         f"latent frames per {a['clip_seconds']:g} s clip; {est['samples_per_run']} samples per "
@@ -187,7 +209,10 @@ def markdown(est: dict) -> str:
         f"(MFU {est['mfu']['high']:.0%}).",
         "",
         f"Not in the GPU cost: evaluate, one CPU job of {est['evaluate_cpu_hours']:.0f} "
-        "single-thread hours (analysis and FD-musicnn embeddings), and the downloads.",
+        "single-thread hours (analysis and FD-musicnn embeddings), and the downloads: "
+        f"{dl['clips']:,} clips at {a['downloads_per_hour']:g} an hour, {dl['hours']:.1f} h, "
+        f"${dl['usd_on_cpu_machine']:,.2f} on a CPU machine at ${a['usd_per_cpu_hour']:.2f}/h "
+        f"(make data) against ${dl['usd_on_gpu_machine']:,.0f} if they hold the GPU machine.",
         "",
         "Assumptions: " + "; ".join(f"{k}={v}" for k, v in a.items()) + ".",
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 from datetime import UTC, datetime
@@ -62,7 +63,8 @@ def package_versions() -> dict[str, str]:
 
 @cache
 def git_commit() -> str:
-    """HEAD of the project checkout, with '+dirty' when tracked files differ from it."""
+    """HEAD of the project checkout, with '+dirty' when tracked files differ from it; without a
+    checkout, EISBACH_GIT_COMMIT (the Dockerfile's required REVISION)."""
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
@@ -79,7 +81,8 @@ def git_commit() -> str:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        # No git or no .git (the container): the commit the image was built from, if any.
+        return os.environ.get("EISBACH_GIT_COMMIT") or "unknown"
     return head + ("+dirty" if dirty else "")
 
 

@@ -55,6 +55,13 @@ def run_snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.
     )
 
 
+def paper_configfiles(workdir: Path, pretrained: str = "medium-base") -> list[str]:
+    """--configfile arguments for the paper profile with a site file naming its weights (the
+    paper profile leaves backend.pretrained empty, and the DAG refuses to build without it)."""
+    (workdir / "site.yaml").write_text(f"backend:\n  pretrained: {pretrained}\n")
+    return ["--configfile", "config/paper.yaml", "site.yaml"]
+
+
 @pytest.fixture
 def workflow_copy(tmp_path):
     return copy_workflow(tmp_path)

@@ -120,13 +120,18 @@ def test_final_image_labels_volumes_and_user(parser):
     assert users and users[-1].split(":")[0] not in ("root", "0")
     # the job user owns the volumes' mount points, not the environment it runs
     assert not any("--chown" in c for c in values(final, "COPY"))
-    assert "chown 10001:10001 /app /app/results /data/hf" in " ".join(values(final, "RUN"))
+    assert "chown 10001:10001 /app /app/results /app/.snakemake /data/hf" in " ".join(
+        values(final, "RUN")
+    )
+    # Snakemake's state is a volume beside the results, so a --rm container keeps it
+    assert "/app/.snakemake" in volumes
 
 
 def test_image_holds_what_the_paper_dag_needs(parser):
     _, final = stages(parser)
     copied = " ".join(values(final, "COPY"))
-    for path in ("Snakefile", "workflow/", "config/", "scripts/", "eisbach/", "profiles/"):
+    # benchmarks/: scripts/gpu_check.sh runs benchmarks/weight_overhead.py in the image
+    for path in ("Snakefile", "workflow/", "config/", "scripts/", "eisbach/", "profiles/", "benchmarks/"):
         assert path in copied, path
     lines = (REPO / ".dockerignore").read_text().splitlines()
     ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
@@ -134,6 +139,54 @@ def test_image_holds_what_the_paper_dag_needs(parser):
         assert path in ignored, path
     for path in ("Snakefile", "workflow", "config", "scripts", "eisbach", "envs", "profiles"):
         assert path not in ignored, path
+    assert "benchmarks" not in ignored and "site.yaml" in ignored  # the site file is mounted
+    cmd = values(final, "CMD")[-1]
+    assert '"config/paper.yaml", "site.yaml"' in cmd
     paper = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     # weights copied into results/base/, never links out of the results volume into HF_HOME
     assert paper["backend"]["copy_base"] is True
+
+
+def test_revision_is_required_and_recorded(parser, tmp_path):
+    """No default REVISION: the build stops unless it is a full commit, which the image keeps as
+    EISBACH_GIT_COMMIT for provenance (the image has no .git)."""
+    _, final = stages(parser)
+    assert "REVISION" in values(final, "ARG")  # declared without a default
+    check = next(r for r in values(final, "RUN") if "REVISION" in r)
+    for revision, ok in (("", False), ("unknown", False), ("abc123", False), ("a" * 40, True)):
+        result = subprocess.run(
+            ["sh", "-c", check], env={"REVISION": revision, "PATH": "/usr/bin:/bin"},
+            capture_output=True, text=True,
+        )
+        assert (result.returncode == 0) == ok, (revision, result.stderr)
+    assert "EISBACH_GIT_COMMIT=${REVISION}" in " ".join(values(final, "ENV"))
+
+
+def test_provenance_reads_the_baked_commit_without_git(tmp_path):
+    """A copy of the package with no .git beside it, as in the image, records the build's
+    commit."""
+    import shutil as sh
+    import sys
+
+    sh.copytree(REPO / "eisbach", tmp_path / "eisbach")
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    out = subprocess.run(
+        [sys.executable, "-c", "from eisbach.provenance import git_commit; print(git_commit())"],
+        cwd=tmp_path, env={"EISBACH_GIT_COMMIT": commit, "PATH": "/usr/bin:/bin",
+                           "PYTHONPATH": str(tmp_path), "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)},
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    assert out == commit
+
+
+def test_image_and_host_install_the_same_stable_audio_3(parser):
+    """One pin (envs/stable-audio-3.txt) for the image and scripts/setup_sa3.sh (make
+    setup-paper), equal to the backend's SA3_COMMIT."""
+    from eisbach.backends.stable_audio_3 import SA3_COMMIT
+
+    build, _ = stages(parser)
+    assert any("-r envs/stable-audio-3.txt" in r for r in values(build, "RUN"))
+    pin = (REPO / "envs/stable-audio-3.txt").read_text()
+    assert re.search(rf"^stable-audio-3 @ git\+https://github.com/Stability-AI/stable-audio-3@{SA3_COMMIT}$", pin, re.M)
+    assert "envs/stable-audio-3.txt" in (REPO / "scripts/setup_sa3.sh").read_text()
+    assert "scripts/setup_sa3.sh" in (REPO / "Makefile").read_text()

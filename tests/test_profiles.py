@@ -7,7 +7,7 @@ import socket
 
 import pytest
 import yaml
-from conftest import REPO, copy_workflow, run_snakemake
+from conftest import REPO, copy_workflow, paper_configfiles, run_snakemake
 
 PAPER_JOBS = 416
 GPU_RULES = ("latents", "pretrain_base", "finetune", "sample_run")
@@ -17,7 +17,7 @@ def dry_run(tmp_path, *args):
     workdir = tmp_path / "wf"
     workdir.mkdir()
     copy_workflow(workdir)
-    result = run_snakemake(workdir, "-n", "--configfile", "config/paper.yaml", *args, timeout=600)
+    result = run_snakemake(workdir, "-n", *paper_configfiles(workdir), *args, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
 

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import yaml
-from conftest import REPO, run_snakemake
+from conftest import REPO, paper_configfiles, run_snakemake
 
 from eisbach.grid import expand_grid, run_id
 
@@ -133,8 +133,7 @@ def test_dag_declares_matched_dependency_and_resources(workflow_copy):
         "-p",
         "--cores",
         "4",
-        "--configfile",
-        "config/paper.yaml",
+        *paper_configfiles(workflow_copy),
     )
     out = paper.stdout + paper.stderr
     assert paper.returncode == 0, out[-3000:]

@@ -5,6 +5,8 @@ import shlex
 import sys
 
 from eisbach.grid import expand_grid
+from eisbach.site import missing_weights
+from snakemake.exceptions import WorkflowError
 
 # Rules call `python`, never an absolute interpreter path: params are part of each output's
 # record, and a path (this checkout, the container's /app/.venv) would make a copied or moved run
@@ -20,6 +22,11 @@ shell.prefix(
     f'python() ( if [ -x {_python} ]; then exec {_python} "$@"; fi; exec python "$@" ); '
 )
 BACKEND = config["backend"]["name"]
+
+# A pretrained profile with no weights named fails here, at DAG build, before the downloads
+# that come first in the DAG (most of a day for MusicCaps), not at the latents job.
+if (_no_weights := missing_weights(config)) is not None:
+    raise WorkflowError(_no_weights)
 
 # Rules may run in the image that the Dockerfile builds (--sdm apptainer on a cluster; the
 # Kubernetes executor takes --container-image instead). They have no `conda:` env: the stack is

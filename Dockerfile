@@ -60,8 +60,8 @@ ARG VERSION=0.1.0
 ARG REVISION
 # The commit this image is built from: checked to be one (40 hex digits) and kept as
 # EISBACH_GIT_COMMIT, which eisbach.provenance records where there is no .git to ask.
-RUN echo "$REVISION" | grep -Eqx '[0-9a-f]{40}' \
-    || { echo "build with --build-arg REVISION=\"\$(git rev-parse HEAD)\" (got '$REVISION')" >&2; exit 1; }
+RUN case "$REVISION" in ""|*[!0-9a-f]*) false ;; esac && [ "${#REVISION}" -eq 40 ] \
+    || { echo "REVISION must be the full commit of the source (--build-arg REVISION=...), got '$REVISION'" >&2; exit 1; }
 LABEL org.opencontainers.image.title="eisbach" \
       org.opencontainers.image.description="Snakemake pipeline re-running arXiv 2606.07207 (Eisbach log-barrier weighting) on Stable Audio 3 Medium" \
       org.opencontainers.image.version="${VERSION}" \

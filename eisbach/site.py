@@ -12,7 +12,6 @@ site.yaml sits at the repository root (git-ignored), outside results/, so `make 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -124,12 +123,11 @@ def main(argv=None) -> Path:
     parser.add_argument("--musiccaps-csv", help="data.musiccaps_csv: musiccaps-public.csv")
     parser.add_argument("--cookies", help="data.cookies: a cookies.txt for yt-dlp")
     parser.add_argument("--profile", type=Path, default=REPO_ROOT / "config" / "paper.yaml")
-    parser.add_argument("--out", type=Path, default=Path("site.yaml"))
+    parser.add_argument("--out", type=Path, default=Path("site.yaml"), help="or - for stdout")
     parser.add_argument(
         "--no-check-paths",
         action="store_true",
-        help="the paths name another machine's files (a container's mounts): check only the "
-        "schema",
+        help="the paths name another machine's files (a container's mounts): check only the schema",
     )
     args = parser.parse_args(argv)
     site = build_site(args)
@@ -137,11 +135,16 @@ def main(argv=None) -> Path:
         check_site(site, args.profile, check_paths=not args.no_check_paths)
     except SiteError as err:
         sys.exit(f"make_site: {err}")
+    text = (
+        "# Written by scripts/make_site.py; checked against workflow/schemas/ with "
+        f"{args.profile.name}.\n" + yaml.safe_dump(site, sort_keys=True)
+    )
+    if str(args.out) == "-":  # in a container whose user cannot write the host's folder
+        sys.stdout.write(text)
+        return args.out
     with atomic_path(args.out) as tmp:
-        tmp.write_text(
-            "# Written by scripts/make_site.py; checked against workflow/schemas/ with "
-            f"{args.profile.name}.\n" + yaml.safe_dump(site, sort_keys=True)
-        )
-    profile = os.path.relpath(args.profile)
+        tmp.write_text(text)
+    profile = args.profile.resolve()
+    profile = profile.relative_to(REPO_ROOT) if profile.is_relative_to(REPO_ROOT) else profile
     print(f"wrote {args.out}: run with --configfile {profile} {args.out}")
     return args.out

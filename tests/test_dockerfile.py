@@ -131,7 +131,15 @@ def test_image_holds_what_the_paper_dag_needs(parser):
     _, final = stages(parser)
     copied = " ".join(values(final, "COPY"))
     # benchmarks/: scripts/gpu_check.sh runs benchmarks/weight_overhead.py in the image
-    for path in ("Snakefile", "workflow/", "config/", "scripts/", "eisbach/", "profiles/", "benchmarks/"):
+    for path in (
+        "Snakefile",
+        "workflow/",
+        "config/",
+        "scripts/",
+        "eisbach/",
+        "profiles/",
+        "benchmarks/",
+    ):
         assert path in copied, path
     lines = (REPO / ".dockerignore").read_text().splitlines()
     ignored = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
@@ -155,8 +163,10 @@ def test_revision_is_required_and_recorded(parser, tmp_path):
     check = next(r for r in values(final, "RUN") if "REVISION" in r)
     for revision, ok in (("", False), ("unknown", False), ("abc123", False), ("a" * 40, True)):
         result = subprocess.run(
-            ["sh", "-c", check], env={"REVISION": revision, "PATH": "/usr/bin:/bin"},
-            capture_output=True, text=True,
+            ["sh", "-c", check],
+            env={"REVISION": revision, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
         )
         assert (result.returncode == 0) == ok, (revision, result.stderr)
     assert "EISBACH_GIT_COMMIT=${REVISION}" in " ".join(values(final, "ENV"))
@@ -172,9 +182,16 @@ def test_provenance_reads_the_baked_commit_without_git(tmp_path):
     commit = "0123456789abcdef0123456789abcdef01234567"
     out = subprocess.run(
         [sys.executable, "-c", "from eisbach.provenance import git_commit; print(git_commit())"],
-        cwd=tmp_path, env={"EISBACH_GIT_COMMIT": commit, "PATH": "/usr/bin:/bin",
-                           "PYTHONPATH": str(tmp_path), "GIT_CEILING_DIRECTORIES": str(tmp_path.parent)},
-        capture_output=True, text=True, check=True,
+        cwd=tmp_path,
+        env={
+            "EISBACH_GIT_COMMIT": commit,
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(tmp_path),
+            "GIT_CEILING_DIRECTORIES": str(tmp_path.parent),
+        },
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert out == commit
 
@@ -187,6 +204,10 @@ def test_image_and_host_install_the_same_stable_audio_3(parser):
     build, _ = stages(parser)
     assert any("-r envs/stable-audio-3.txt" in r for r in values(build, "RUN"))
     pin = (REPO / "envs/stable-audio-3.txt").read_text()
-    assert re.search(rf"^stable-audio-3 @ git\+https://github.com/Stability-AI/stable-audio-3@{SA3_COMMIT}$", pin, re.M)
+    assert re.search(
+        rf"^stable-audio-3 @ git\+https://github.com/Stability-AI/stable-audio-3@{SA3_COMMIT}$",
+        pin,
+        re.M,
+    )
     assert "envs/stable-audio-3.txt" in (REPO / "scripts/setup_sa3.sh").read_text()
     assert "scripts/setup_sa3.sh" in (REPO / "Makefile").read_text()

@@ -6,10 +6,10 @@ the docs name exists, and the job counts and the cost table in docs/cloud.md are
 cost model's."""
 
 import re
-from functools import cache
 import shlex
 import subprocess
 import sys
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -42,7 +42,9 @@ SHELL_STEPS = ("export", "mkdir", "cd", "source", "chmod", "cp", "ln", "cat", "p
 # Commands CI runs itself (.ci/run: make setup, make lint, make test).
 BY_CI = ("make setup", "make test", "make lint", "bash .ci/run")
 # Snakemake profiles whose executor needs a cluster; their dry runs are in test_profiles.py.
-CLUSTER_PROFILES = {"profiles/kubernetes": "test_kubernetes_profile_dry_runs_the_paper_dag_against_s3"}
+CLUSTER_PROFILES = {
+    "profiles/kubernetes": "test_kubernetes_profile_dry_runs_the_paper_dag_against_s3"
+}
 # Arguments that name a GPU run's result, which no machine here has made.
 GPU_RESULTS = ("results/gpu_check/",)
 
@@ -51,7 +53,9 @@ def fenced_commands(path: Path) -> list[str]:
     """The commands of a file's bash/sh/console blocks, continuation lines joined, comments and
     prompts stripped."""
     commands = []
-    for block in re.finditer(r"^```(?:bash|sh|shell|console)\n(.*?)^```", path.read_text(), re.M | re.S):
+    for block in re.finditer(
+        r"^```(?:bash|sh|shell|console)\n(.*?)^```", path.read_text(), re.M | re.S
+    ):
         text = re.sub(r"\\\n\s*", " ", block.group(1))
         for line in text.splitlines():
             line = line.strip().removeprefix("$ ")
@@ -108,7 +112,11 @@ def classify(argv: list[str]) -> tuple[str, str | list[str]]:
                 return "not-here", f"needs its cluster; dry-run in test_profiles.py::{test}"
         dry = argv[1:] if {"-n", "--dry-run"} & set(argv) else [*argv[1:], "-n"]
         return "run", [sys.executable, "-m", "snakemake", *dry]
-    if name in ("python", "python3", "python3.11") and len(argv) > 1 and argv[1].startswith("scripts/"):
+    if (
+        name in ("python", "python3", "python3.11")
+        and len(argv) > 1
+        and argv[1].startswith("scripts/")
+    ):
         return "run", [sys.executable, *argv[1:]]
     if argv[0] in ("scripts/gpu_check.sh", "bash") and "scripts/gpu_check.sh" in argv:
         rest = argv[argv.index("scripts/gpu_check.sh") + 1 :]
@@ -138,7 +146,10 @@ def plan() -> tuple[dict[tuple, list[str]], list[str]]:
         kind, detail = classify(argv)
         if kind == "make" and depth == 0:
             for inner in make_recipe(detail):
-                inner = [VENV_BIN.joinpath(Path(w).name).as_posix() if w.startswith(".venv/bin/") else w for w in inner]
+                inner = [
+                    VENV_BIN.joinpath(Path(w).name).as_posix() if w.startswith(".venv/bin/") else w
+                    for w in inner
+                ]
                 add(doc, command, inner, depth + 1)
         elif kind == "run":
             to_run.setdefault(tuple(detail), []).append(f"{doc}: {command}")
@@ -156,7 +167,9 @@ def plan() -> tuple[dict[tuple, list[str]], list[str]]:
 
 def test_every_command_is_run_here_or_said_why_not():
     to_run, unknown = plan()
-    assert not unknown, "commands in the docs that this test neither runs nor explains:\n" + "\n".join(unknown)
+    assert not unknown, (
+        "commands in the docs that this test neither runs nor explains:\n" + "\n".join(unknown)
+    )
     assert len(to_run) >= 5  # dry runs, the cost script, gpu_check's CPU path, the site file
 
 

@@ -229,6 +229,9 @@ def test_cloud_docs_numbers_are_the_dag_and_the_cost_model():
     text = (REPO / "docs" / "cloud.md").read_text()
     for line in table:
         assert line in text, f"docs/cloud.md lacks the cost model's row: {line}"
+    from test_profiles import PAPER_JOBS  # what the paper DAG's dry run counts
+
+    assert est["total_jobs"] == PAPER_JOBS
     jobs = {int(n.replace(",", "")) for n in re.findall(r"\b([\d,]+) jobs\b", text)}
     assert est["total_jobs"] in jobs
     readme_jobs = re.findall(r"\((\d+) jobs\)", (REPO / "README.md").read_text())

@@ -1,88 +1,106 @@
-"""The paper's section 9 predictions P1-P5, each computed with a CI, a p-value and a verdict.
+"""The paper's section 9 predictions P1-P5, each a reading of eisbach.stats' one rule.
 
-* P1, P5 read the training logs of the barrier runs (w, H and the raw loss against t).
-* P2 reads the Vendi score (eisbach.diversity) and the Table 2 metrics against lambda.
-* P3 pairs each barrier (run, prompt) with its baseline twin on consistency and diversity.
+Every prediction is reduced to one number per training seed (the cluster) and tested with the
+t-test of eisbach.stats against its band +-delta of negligible effects, which every claim states
+in its quantity's units with where it comes from (``min_effect``, ``min_effect_source``):
+
+* P1 (w against t) and P5 (corr(H, loss) against t) read the training logs: one statistic per
+  barrier run (its low-t minus high-t value), averaged over the runs of each training seed. The
+  logged training samples of a run share its adapter, so they are never the unit.
+* P2 compares the Vendi score at a lambda fixed before the run (``evaluate.p2_lam``, default the
+  Table 2 lambda, the paper's 0.5) with the lambdas above 0.8, paired by training seed and
+  prompt; which lambda of the sweep is the most diverse is reported, never tested, as picking
+  the best lambda from the data it is then tested on would inflate "supported".
+* P3 is a conjunction (consistency and diversity both higher): eisbach.stats.compound_reading.
 * P4 pairs each LoRA barrier sample with the DoRA barrier sample of the same training seed,
   prompt and sampling seed on PCA coverage.
 
-CIs of paired differences are two-stage bootstraps clustered by training seed
-(eisbach.stats); a claim that rests on one training seed is "inconclusive" whatever its CI.
-The rules are written out in docs/metrics.md.
+The rules are written out in docs/metrics.md, "Inference".
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from eisbach.metrics import METRICS
-from eisbach.stats import bootstrap_p, clustered_bootstrap, independent_bootstrap, verdict
+from eisbach.stats import cluster_reading, clustered_ci, compound_reading
 
 LOW_T, HIGH_T = 0.3, 0.7
 P2_BAND = (0.3, 0.7)
 P2_COLLAPSE = 0.8
+# Cohen's small correlation: the band of a difference of correlations (P5), whose scale is its
+# own; a band from data would need correlations of runs without the barrier, which differ only
+# in the weight applied
+SMALL_CORRELATION = 0.1
 
 
-def _interval(boots, alpha: float) -> tuple[float, float]:
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+NO_BARRIER_RUN = {"verdict": "inconclusive", "reason": "the grid has no eisbach run with lam > 0"}
 
 
-def clustered_reading(groups: dict, higher_is_better: bool, cfg: dict) -> dict:
-    """Mean of seed means of per-seed values (or paired differences) with its clustered CI,
-    p-value and verdict; ``groups`` maps a training seed to its values."""
-    finite = {k: np.asarray(v, float) for k, v in groups.items()}
-    finite = {k: v[np.isfinite(v)] for k, v in finite.items()}
-    finite = {k: v for k, v in finite.items() if v.size}
-    n = int(sum(v.size for v in finite.values()))
-    result = clustered_bootstrap(list(finite.values()), cfg["n_boot"], cfg["seed"])
-    if result is None:
-        return {"units": n, "seeds": len(finite), "verdict": "inconclusive",
-                "reason": f"{n} finite values"}  # fmt: skip
-    estimate, boots = result
-    lo, hi = _interval(boots, float(cfg["alpha"]))
-    out = {"units": n, "seeds": len(finite), "diff": estimate, "ci_low": lo, "ci_high": hi}
-    out["p_value"] = bootstrap_p(boots)
-    if len(finite) < 2:
-        return out | {
-            "verdict": "inconclusive",
-            "reason": "one training seed: the CI covers sample-to-sample variation only",
-        }
-    return out | {"verdict": verdict(lo, hi, higher_is_better)}
+def alpha_of(cfg: dict) -> float:
+    return float(cfg["alpha"])
 
 
-def _barrier_log(logs: dict, runs: dict, group_of) -> list[dict]:
-    return [r for rid, log in logs.items() if group_of(runs[rid]) == "barrier" for r in log]
+def spread_band(name: str, values, what: str, cfg: dict) -> tuple[float, str]:
+    """(delta, where it comes from) of a quantity: ``evaluate.min_effect[name]`` where given,
+    else ``evaluate.min_effect_sd`` (0.2) standard deviations of ``values`` (``what`` says
+    which), 0 where fewer than two values are finite."""
+    fixed = cfg.get("min_effect", {})
+    if name in fixed:
+        return float(fixed[name]), f"evaluate.min_effect.{name}"
+    scale = float(cfg.get("min_effect_sd", 0.2))
+    v = np.asarray(list(values), float)
+    v = v[np.isfinite(v)]
+    if v.size < 2:
+        return 0.0, f"no spread of {name} to scale by ({what}: {v.size} values); 0"
+    return scale * float(np.std(v, ddof=1)), f"{scale:g} SD of {name} over {v.size} {what}"
 
 
-def p1(log: list[dict], cfg: dict) -> dict:
+def with_band(reading: dict, band: tuple[float, str]) -> dict:
+    return reading | {"min_effect": band[0], "min_effect_source": band[1]}
+
+
+def _run_bins(log: list[dict], key: str):
+    t = np.array([r["t"] for r in log], float)
+    v = np.array([r[key] for r in log], float)
+    return v[t < LOW_T], v[t > HIGH_T]
+
+
+def _per_seed(per_run: dict, runs: dict) -> dict:
+    """training seed -> [statistic of each of its runs]."""
+    out: dict = {}
+    for rid, value in per_run.items():
+        if np.isfinite(value):
+            out.setdefault(runs[rid]["seed"], []).append(value)
+    return out
+
+
+def _runs_of(logs: dict, runs: dict, group_of, group: str) -> dict:
+    return {rid: log for rid, log in logs.items() if group_of(runs[rid]) == group and log}
+
+
+def p1(logs: dict, runs: dict, group_of, cfg: dict) -> dict:
+    """w at t < 0.3 minus w at t > 0.7, one difference per barrier run, clustered by seed."""
     claim = {
         "id": "P1",
         "claim": f"w is higher at low noise (t<{LOW_T}) than at high noise (t>{HIGH_T})",
         "metric": "w (training log)",
+        "unit": "w",
     }
-    t = np.array([r["t"] for r in log])
-    w = np.array([r["w"] for r in log])
-    low, high = w[t < LOW_T], w[t > HIGH_T]
-    if len(low) < 2 or len(high) < 2:
-        return claim | {
-            "verdict": "inconclusive",
-            "reason": f"too few logged samples per t-bin (low {len(low)}, high {len(high)})",
-        }
-    diff, lo, hi, boots = independent_bootstrap(
-        low, high, cfg["n_boot"], cfg["seed"], float(cfg["alpha"])
-    )
-    return claim | {
-        "barrier_mean": float(low.mean()),
-        "baseline_mean": float(high.mean()),
-        "n_barrier": int(len(low)),
-        "n_baseline": int(len(high)),
-        "diff": diff,
-        "ci_low": lo,
-        "ci_high": hi,
-        "p_value": bootstrap_p(boots),
-        "verdict": verdict(lo, hi, True),
-    }
+    barrier = _runs_of(logs, runs, group_of, "barrier")
+    if not barrier:
+        return claim | NO_BARRIER_RUN
+    per_run = {}
+    for rid, log in barrier.items():
+        low, high = _run_bins(log, "w")
+        per_run[rid] = low.mean() - high.mean() if len(low) and len(high) else np.nan
+    # w is logged for the baseline too (computed, not applied): its spread is that of w
+    # without the barrier's weighting; the barrier runs' own logs where no baseline ran
+    baseline = _runs_of(logs, runs, group_of, "baseline")
+    source = baseline or barrier
+    what = "logged samples of the " + ("baseline runs" if baseline else "barrier runs")
+    band = spread_band("w", (r["w"] for log in source.values() for r in log), what, cfg)
+    reading = cluster_reading(_per_seed(per_run, runs), band[0], alpha_of(cfg))
+    return claim | {"runs": len(barrier)} | with_band(reading, band)
 
 
 def _corr(a: np.ndarray, b: np.ndarray) -> float:
@@ -91,63 +109,77 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def p5(log: list[dict], cfg: dict) -> dict:
-    """corr(H, loss) at low t minus at high t, with scipy.stats.bootstrap over the log rows of
-    each t-bin (resampled independently)."""
-    from scipy.stats import bootstrap
-
-    claim = {"id": "P5", "claim": "corr(H, loss) is positive at low t and lower at high t"}
-    t = np.array([r["t"] for r in log])
-    h = np.array([r["H"] for r in log])
-    loss = np.array([r["raw_loss"] for r in log])
-    idx_low, idx_high = np.flatnonzero(t < LOW_T), np.flatnonzero(t > HIGH_T)
-    if len(idx_low) < 3 or len(idx_high) < 3:
-        return claim | {"verdict": "inconclusive", "reason": "too few logged samples per t-bin"}
-    c_low, c_high = _corr(h[idx_low], loss[idx_low]), _corr(h[idx_high], loss[idx_high])
-    if not (np.isfinite(c_low) and np.isfinite(c_high)):
-        return claim | {"verdict": "inconclusive", "reason": "H or loss is constant in a t-bin"}
-
-    def statistic(a, b):
-        a, b = a.astype(int), b.astype(int)
-        return _corr(h[a], loss[a]) - _corr(h[b], loss[b])
-
-    res = bootstrap(
-        (idx_low.astype(float), idx_high.astype(float)),
-        statistic,
-        n_resamples=int(cfg["n_boot"]),
-        confidence_level=1 - float(cfg["alpha"]),
-        method="percentile",
-        vectorized=False,
-        random_state=np.random.default_rng(int(cfg["seed"])),
-    )
-    boots = res.bootstrap_distribution
-    lo, hi = _interval(boots[np.isfinite(boots)], float(cfg["alpha"]))
-    v = verdict(lo, hi, True)
-    reason = None
-    if v == "supported" and not c_low > 0:
-        v, reason = "inconclusive", "corr(H, loss) at low t is not positive"
-    out = claim | {
-        "corr_low_t": c_low,
-        "corr_high_t": c_high,
-        "diff": c_low - c_high,
-        "ci_low": lo,
-        "ci_high": hi,
-        "p_value": bootstrap_p(boots),
-        "verdict": v,
+def p5(logs: dict, runs: dict, group_of, cfg: dict) -> dict:
+    """corr(H, loss) at t < 0.3 is positive (part "low_t") and exceeds that at t > 0.7 (part
+    "drop"): per barrier run, clustered by training seed, both parts must hold."""
+    claim = {
+        "id": "P5",
+        "claim": "corr(H, loss) is positive at low t and lower at high t",
+        "metric": "corr(H, raw loss)",
+        "unit": "correlation",
     }
-    return out | ({"reason": reason} if reason else {})
+    barrier = _runs_of(logs, runs, group_of, "barrier")
+    if not barrier:
+        return claim | NO_BARRIER_RUN
+    low_corr, drop = {}, {}
+    for rid, log in barrier.items():
+        t = np.array([r["t"] for r in log], float)
+        h = np.array([r["H"] for r in log], float)
+        loss = np.array([r["raw_loss"] for r in log], float)
+        lo, hi = t < LOW_T, t > HIGH_T
+        low_corr[rid] = _corr(h[lo], loss[lo])
+        drop[rid] = low_corr[rid] - _corr(h[hi], loss[hi])
+    fixed = cfg.get("min_effect", {})
+    band = (
+        (float(fixed["corr_h_loss"]), "evaluate.min_effect.corr_h_loss")
+        if "corr_h_loss" in fixed
+        else (SMALL_CORRELATION, f"Cohen's small correlation, {SMALL_CORRELATION:g}")
+    )
+    parts = {
+        "low_t": with_band(
+            cluster_reading(_per_seed(low_corr, runs), band[0], alpha_of(cfg)), band
+        ),
+        "drop": with_band(cluster_reading(_per_seed(drop, runs), band[0], alpha_of(cfg)), band),
+    }
+    out = claim | {"runs": len(barrier)} | parts
+    out |= {
+        k: parts["drop"][k] for k in ("diff", "ci_low", "ci_high", "seeds") if k in parts["drop"]
+    }
+    out |= {"corr_low_t": parts["low_t"].get("diff"), "min_effect": band[0]}
+    out["min_effect_source"] = band[1]
+    return out | compound_reading(parts, alpha_of(cfg)) | _part_reasons(parts)
+
+
+def _part_reasons(parts: dict) -> dict:
+    reasons = [f"{n}: {x['reason']}" for n, x in parts.items() if x.get("reason")]
+    return {"reason": "; ".join(reasons)} if reasons else {}
 
 
 def _lam(row: dict) -> float:
     return 0.0 if row["group"] == "baseline" else float(row["lam"])
 
 
+def diversity_band(name: str, prompt_rows: list[dict], adapter: str, cfg: dict):
+    """The band of a per-prompt quantity (vendi, consistency): its spread over the baseline's
+    (run, prompt) rows, the runs without the barrier."""
+    values = [r[name] for r in prompt_rows if r["group"] == "baseline" and r["adapter"] == adapter]
+    return spread_band(name, values, f"baseline (run, prompt) rows of {adapter}", cfg)
+
+
 def p2(prompt_rows: list[dict], sample_rows: list[dict], adapter: str, cfg: dict) -> dict:
-    """Diversity collapse beyond lambda 0.8, and the best lambda in 0.3-0.7."""
+    """Vendi at the pre-set lambda (``evaluate.p2_lam``) minus the mean Vendi of the lambdas
+    above 0.8, paired by training seed and prompt; by_lambda lists every lambda's readings."""
+    from eisbach.metrics import METRICS
+
+    fixed_lam = float(cfg.get("p2_lam", cfg.get("table2_lam", 0.5)))
     claim = {
         "id": "P2",
         "claim": "the best lambda is 0.3-0.7, with diversity collapse beyond 0.8",
         "metric": "vendi",
+        "unit": "effective clips",
+        "lambda_tested": fixed_lam,
+        "lambda_selection": "fixed before the run (evaluate.p2_lam, default table2_lam); the "
+        "most diverse lambda of the sweep is reported, not tested",
     }
     sweep = [
         r for r in prompt_rows if r["group"] in ("barrier", "baseline") and r["adapter"] == adapter
@@ -156,13 +188,13 @@ def p2(prompt_rows: list[dict], sample_rows: list[dict], adapter: str, cfg: dict
     by_lambda = []
     for lam in lams:
         at = [r for r in sweep if _lam(r) == lam]
-        seeds = sorted({r["train_seed"] for r in at})
         reading = {"lam": lam, "runs": sorted({r["run_id"] for r in at})}
-        vendi = clustered_reading(
-            {s: [r["vendi"] for r in at if r["train_seed"] == s] for s in seeds}, True, cfg
-        )
-        reading["vendi"] = vendi.get("diff")
-        reading["vendi_ci"] = [vendi.get("ci_low"), vendi.get("ci_high")]
+        groups: dict = {}
+        for r in at:
+            groups.setdefault(r["train_seed"], []).append(r["vendi"])
+        ci = clustered_ci(list(groups.values()), 0, 0, alpha_of(cfg))
+        reading["vendi"] = None if ci is None else ci[0]
+        reading["vendi_ci"] = [None, None] if ci is None else [ci[1], ci[2]]
         samples = [r for r in sample_rows if r["group"] in ("barrier", "baseline")]
         samples = [r for r in samples if r["adapter"] == adapter and _lam(r) == lam]
         for name, spec in METRICS.items():
@@ -171,42 +203,38 @@ def p2(prompt_rows: list[dict], sample_rows: list[dict], adapter: str, cfg: dict
                 reading[name] = float(np.nanmean(values)) if np.isfinite(values).any() else None
         by_lambda.append(reading)
     claim["by_lambda"] = by_lambda
-    band = [r for r in by_lambda if P2_BAND[0] <= r["lam"] <= P2_BAND[1] and r["vendi"] is not None]
-    beyond = [r for r in by_lambda if r["lam"] > P2_COLLAPSE and r["vendi"] is not None]
-    if not band or not beyond:
+    rated = [r for r in by_lambda if r["vendi"] is not None]
+    if rated:
+        claim["best_lambda"] = max(rated, key=lambda r: r["vendi"])["lam"]
+    beyond = [r for r in rated if r["lam"] > P2_COLLAPSE]
+    if fixed_lam not in {r["lam"] for r in rated} or not beyond:
         return claim | {
             "verdict": "inconclusive",
-            "reason": f"needs sampled runs at a lambda in {list(P2_BAND)} and one above "
-            f"{P2_COLLAPSE}; this grid has lambda {lams}",
+            "reason": f"needs sampled runs at lambda {fixed_lam:g} (evaluate.p2_lam) and one "
+            f"above {P2_COLLAPSE}; this grid has lambda {lams}",
         }
-    best = max(band, key=lambda r: r["vendi"])
-    overall = max((r for r in by_lambda if r["vendi"] is not None), key=lambda r: r["vendi"])
-    band_rows = {
-        (r["train_seed"], r["prompt_id"]): r["vendi"] for r in sweep if _lam(r) == best["lam"]
+    at_fixed = {
+        (r["train_seed"], r["prompt_id"]): r["vendi"] for r in sweep if _lam(r) == fixed_lam
     }
-    diffs: dict = {}
+    above: dict = {}
     for r in sweep:
-        if _lam(r) > P2_COLLAPSE and (r["train_seed"], r["prompt_id"]) in band_rows:
-            diffs.setdefault(r["train_seed"], []).append(
-                band_rows[(r["train_seed"], r["prompt_id"])] - r["vendi"]
-            )
-    reading = clustered_reading(diffs, True, cfg)
-    out = claim | reading | {"best_lambda_in_band": best["lam"], "best_lambda": overall["lam"]}
+        if _lam(r) > P2_COLLAPSE and (r["train_seed"], r["prompt_id"]) in at_fixed:
+            above.setdefault((r["train_seed"], r["prompt_id"]), []).append(r["vendi"])
+    diffs: dict = {}
+    for (seed, prompt), values in above.items():
+        diffs.setdefault(seed, []).append(at_fixed[(seed, prompt)] - float(np.mean(values)))
+    band = diversity_band("vendi", prompt_rows, adapter, cfg)
+    out = claim | with_band(cluster_reading(diffs, band[0], alpha_of(cfg)), band)
     out["claim_detail"] = (
-        f"Vendi at lambda {best['lam']:g} minus Vendi above {P2_COLLAPSE}, paired by training "
-        "seed and prompt"
+        f"Vendi at lambda {fixed_lam:g} minus the mean Vendi above {P2_COLLAPSE}, paired by "
+        "training seed and prompt"
     )
-    if reading["verdict"] == "supported" and not P2_BAND[0] <= overall["lam"] <= P2_BAND[1]:
-        out |= {
-            "verdict": "inconclusive",
-            "reason": f"diversity drops above {P2_COLLAPSE}, but the most diverse lambda is "
-            f"{overall['lam']:g}, outside {list(P2_BAND)}",
-        }
     return out
 
 
 def p3(prompt_rows: list[dict], lam: float, adapter: str, cfg: dict) -> dict:
-    """Barrier minus baseline on consistency AND diversity, paired by (training seed, prompt)."""
+    """Barrier minus baseline on consistency AND diversity, paired by (training seed, prompt):
+    a conjunction, read by eisbach.stats.compound_reading."""
     claim = {
         "id": "P3",
         "claim": "higher cross-seed structural consistency with higher detail diversity",
@@ -226,36 +254,26 @@ def p3(prompt_rows: list[dict], lam: float, adapter: str, cfg: dict) -> dict:
                 continue
             if float(r["lam"]) == lam:
                 diffs.setdefault(r["train_seed"], []).append(r[name] - twin[name])
-        parts[name] = clustered_reading(diffs, True, cfg)
-    out = claim | {"consistency": parts["consistency"], "vendi": parts["vendi"]}
-    if any("ci_low" not in p for p in parts.values()):
+        band = diversity_band(name, prompt_rows, adapter, cfg)
+        parts[name] = with_band(cluster_reading(diffs, band[0], alpha_of(cfg)), band)
+    out = claim | parts
+    if any("p_value" not in p for p in parts.values()):
         return out | {
             "verdict": "inconclusive",
-            "reason": "needs barrier and baseline samples with two or more seeds per prompt",
+            "reason": "needs barrier and baseline samples of two or more training seeds; "
+            + _part_reasons(parts).get("reason", ""),
         }
-    verdicts = [p["verdict"] for p in parts.values()]
-    ps = [p["p_value"] for p in parts.values()]
-    if "contradicted" in verdicts:
-        v, p = (
-            "contradicted",
-            min(p for p, x in zip(ps, verdicts, strict=True) if x == "contradicted"),
-        )
-    elif all(x == "supported" for x in verdicts):
-        v, p = "supported", max(ps)  # intersection-union: both must hold
-    else:
-        v, p = "inconclusive", max(ps)
-    out |= {"verdict": v, "p_value": p}
-    reasons = [f"{n}: {x['reason']}" for n, x in parts.items() if x.get("reason")]
-    return out | ({"reason": "; ".join(reasons)} if reasons else {})
+    return out | compound_reading(parts, alpha_of(cfg)) | _part_reasons(parts)
 
 
-def p4(sample_rows: list[dict], lam: float, cfg: dict) -> dict:
+def p4(sample_rows: list[dict], lam: float, cfg: dict, band: tuple[float, str] = (0.0, "")) -> dict:
     """DoRA minus LoRA PCA coverage under the barrier, paired by training seed, prompt and
-    sampling seed (the same initial noise)."""
+    sampling seed (the same initial noise); ``band``: Table 2's for pca_coverage."""
     claim = {
         "id": "P4",
         "claim": "LoRA-only covers less PCA area than DoRA with the barrier",
         "metric": "pca_coverage (DoRA - LoRA)",
+        "unit": "dB^2",
     }
     barrier = [r for r in sample_rows if r["group"] == "barrier" and float(r["lam"]) == lam]
     dora = {
@@ -273,24 +291,20 @@ def p4(sample_rows: list[dict], lam: float, cfg: dict) -> dict:
             "reason": f"needs sampled LoRA and DoRA barrier runs at lambda {lam:g}; this grid "
             f"has {adapters}",
         }
-    return claim | clustered_reading(diffs, True, cfg)
+    return claim | with_band(cluster_reading(diffs, band[0], alpha_of(cfg)), band)
 
 
-def prediction_claims(logs, runs, prompt_rows, sample_rows, cfg, group_of) -> list[dict]:
+def prediction_claims(
+    logs, runs, prompt_rows, sample_rows, cfg, group_of, table2_bands: dict | None = None
+) -> list[dict]:
+    """P1-P5; ``table2_bands``: metric -> (delta, source) of Table 2, P4's pca_coverage band."""
     lam = float(cfg.get("table2_lam", 0.5))
     adapter = str(cfg.get("table2_adapter", "dora"))
-    log = _barrier_log(logs, runs, group_of)
-    if not log:
-        reason = "the grid has no eisbach run with lam > 0"
-        return [{"id": p, "verdict": "inconclusive", "reason": reason} for p in ("P1", "P5")] + [
-            p2(prompt_rows, sample_rows, adapter, cfg),
-            p3(prompt_rows, lam, adapter, cfg),
-            p4(sample_rows, lam, cfg),
-        ]
+    pca_band = (table2_bands or {}).get("pca_coverage", (0.0, "no Table 2 band given; 0"))
     return [
-        p1(log, cfg),
+        p1(logs, runs, group_of, cfg),
         p2(prompt_rows, sample_rows, adapter, cfg),
         p3(prompt_rows, lam, adapter, cfg),
-        p4(sample_rows, lam, cfg),
-        p5(log, cfg),
+        p4(sample_rows, lam, cfg, pca_band),
+        p5(logs, runs, group_of, cfg),
     ]

@@ -34,6 +34,7 @@ from eisbach.figures import (
     spectrogram_path,
 )
 from eisbach.metrics import METRICS
+from eisbach.stats import READINGS
 
 GROUP_ORDER = {"base": 0, "baseline": 1, "barrier": 2, "control": 3}
 TABLE_NAMES = ("table2", "predictions", "controls")
@@ -70,7 +71,7 @@ def rel(path: Path, report_dir: Path) -> str:
 
 def verdict_counts(claims: list[dict]) -> dict[str, int]:
     counts = Counter(c["verdict"] for c in claims)
-    return {v: counts.get(v, 0) for v in ("supported", "contradicted", "inconclusive")}
+    return {v: counts.get(v, 0) for v in READINGS}
 
 
 def judgeable(claim: dict) -> bool:

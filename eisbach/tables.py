@@ -13,7 +13,7 @@ import pandas as pd
 from eisbach.atomic import write_json, write_text
 
 # every claim's reading: the estimate, its CI, its p-value and the verdict computed from them
-READING_COLUMNS = ["diff", "ci_low", "ci_high", "p_value", "verdict", "reason"]
+READING_COLUMNS = ["diff", "ci_low", "ci_high", "p_value", "verdict", "mde", "reason"]
 TABLE2_COLUMNS = [
     "id",
     "unit",
@@ -24,7 +24,7 @@ TABLE2_COLUMNS = [
     "min_effect",
     *READING_COLUMNS,
 ]
-PREDICTION_COLUMNS = ["id", "claim", "metric", "seeds", "units", *READING_COLUMNS]
+PREDICTION_COLUMNS = ["id", "claim", "metric", "seeds", "units", "min_effect", *READING_COLUMNS]
 CONTROL_COLUMNS = [
     "control",
     "reference",
@@ -43,8 +43,19 @@ CONTROL_COLUMNS = [
 P3_PARTS = ("consistency", "vendi")
 
 
+def parts_of(claim: dict) -> list[tuple[str, dict]]:
+    """The readings a compound claim is made of (P3, P5, the levels claim): its dict fields
+    with a verdict of their own."""
+    return [(k, v) for k, v in claim.items() if isinstance(v, dict) and "verdict" in v]
+
+
 def table2_rows(summary: dict) -> list[dict]:
-    return [c for c in summary["claims"] if c["id"].startswith("table2.")]
+    rows = []
+    for claim in summary["claims"]:
+        if claim["id"].startswith("table2."):
+            rows.append(claim)
+            rows += [sub | {"id": f"{claim['id']}.{part}"} for part, sub in parts_of(claim)]
+    return rows
 
 
 def prediction_rows(summary: dict) -> list[dict]:
@@ -57,17 +68,10 @@ def prediction_rows(summary: dict) -> list[dict]:
         if "units" not in row:
             row["units"] = row.get("n_barrier", 0) + row.get("n_baseline", 0) or None
         rows.append(row)
-        for part in P3_PARTS:
-            sub = claim.get(part)
-            if isinstance(sub, dict):
-                rows.append(
-                    sub
-                    | {
-                        "id": f"{claim['id']}.{part}",
-                        "claim": f"barrier - baseline {part}, paired by training seed and prompt",
-                        "metric": part,
-                    }
-                )
+        for part, sub in parts_of(claim):
+            rows.append(
+                sub | {"id": f"{claim['id']}.{part}", "claim": f"part: {part}", "metric": part}
+            )
     return rows
 
 

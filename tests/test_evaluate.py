@@ -103,8 +103,9 @@ def test_seeds_that_disagree_and_a_single_seed_are_inconclusive():
 
     runs, rows = build([(EISBACH, DORA, 0, 1.0), (NONE, DORA, 0, 0.0)])
     c = claims_by_id(table2_claims(rows, runs, CFG))["table2.dynamic_range_db"]
-    assert c["ci_low"] > 0 and c["verdict"] == "inconclusive"
-    assert "one training seed" in c["reason"]
+    # one seed: the estimate, but no interval and no test (no spread between fine-tunes)
+    assert c["diff"] == pytest.approx(1.0) and "ci_low" not in c and "p_value" not in c
+    assert c["verdict"] == "inconclusive" and "one training seed" in c["reason"]
 
 
 def references(spread: float, n: int = 12) -> list[dict]:
@@ -118,23 +119,28 @@ def references(spread: float, n: int = 12) -> list[dict]:
 def test_the_smallest_effect_of_interest_is_a_fraction_of_the_training_clips_spread():
     deltas = min_effects(references(spread=5.0), CFG)
     assert set(deltas) == {name for name, spec in METRICS.items() if spec.table2}
-    assert deltas["dynamic_range_db"] == pytest.approx(1.0)  # 0.2 x 5 dB, eval clips ignored
+    delta, source = deltas["dynamic_range_db"]
+    assert delta == pytest.approx(1.0)  # 0.2 x 5 dB, eval clips ignored
+    assert source == "0.2 SD of dynamic_range_db over 12 training clips"
     fixed = min_effects(references(5.0), CFG | {"min_effect": {"pca_coverage": 3.0}})
-    assert fixed["pca_coverage"] == 3.0 and fixed["flux_sparsity"] == pytest.approx(1.0)
-    assert min_effects(references(5.0), CFG | {"min_effect_sd": 0.0})["ssm_block_scale"] == 0.0
-    assert min_effects([], CFG)["dynamic_range_db"] == 0.0  # no training clips: no band
+    assert fixed["pca_coverage"] == (3.0, "evaluate.min_effect.pca_coverage")
+    assert fixed["flux_sparsity"][0] == pytest.approx(1.0)
+    zero = min_effects(references(5.0), CFG | {"min_effect_sd": 0.0})
+    assert zero["ssm_block_scale"][0] == 0.0
+    assert min_effects([], CFG)["dynamic_range_db"][0] == 0.0  # no training clips: no band
 
 
-def test_a_shift_that_excludes_zero_but_is_negligible_does_not_decide_a_claim():
+def test_a_shift_that_excludes_zero_but_is_inside_the_band_reads_negligible():
     """The demo's dynamic range read "supported" on +0.07 dB; against music whose dynamic range
-    spreads over dB, a shift that small is no effect either way."""
+    spreads over dB, a shift that small is no effect either way: the equivalence test says so."""
     runs, rows = build(
         [(EISBACH, DORA, s, 0.07) for s in (0, 1)] + [(NONE, DORA, s, 0.0) for s in (0, 1)]
     )
     refs = references(spread=5.0)
     c = claims_by_id(table2_claims(rows, runs, CFG, refs))["table2.dynamic_range_db"]
     assert c["ci_low"] > 0 and c["min_effect"] == pytest.approx(1.0)
-    assert c["verdict"] == "inconclusive" and "negligible" in c["reason"]
+    assert c["verdict"] == "negligible" and c["p_negligible"] < 0.025
+    assert "training clips" in c["min_effect_source"]
     # the same shift against music that barely varies is an effect
     c = claims_by_id(table2_claims(rows, runs, CFG, references(spread=0.1)))
     assert c["table2.dynamic_range_db"]["verdict"] == "supported"
@@ -158,9 +164,26 @@ def test_absolute_dynamic_range_levels():
         [(EISBACH, DORA, s, 35.0) for s in (0, 1)] + [(NONE, DORA, s, 0.0) for s in (0, 1)]
     )
     levels = claims_by_id(table2_claims(rows, runs, CFG))["table2.dynamic_range_levels"]
-    # barrier ~ 46 dB > 40, baseline ~ 11 dB < 25
+    # barrier ~ 46 dB > 40, baseline ~ 11 dB < 25: both parts of the conjunction hold
     assert levels["verdict"] == "supported"
-    assert levels["ci_low"] > 40 and levels["baseline_ci"][1] < 25
+    assert levels["barrier_above_40"]["ci_low"] > 0 and levels["baseline_below_25"]["ci_low"] > 0
+    assert levels["p_supported"] == max(
+        levels[p]["p_supported"] for p in ("barrier_above_40", "baseline_below_25")
+    )
+    assert levels["barrier_mean"] > 40 > 25 > levels["baseline_mean"]
+    # no clips to read the threshold against but the documented real recordings (max 36.7 dB)
+    assert levels["threshold_range"]["barrier_threshold_in_range"] is False
+    assert "above every measured level" in levels["reason"]
+
+
+def test_dynamic_range_levels_fail_when_either_part_fails():
+    runs, rows = build(
+        [(EISBACH, DORA, s, 20.0) for s in (0, 1, 2)] + [(NONE, DORA, s, 0.0) for s in (0, 1, 2)]
+    )  # barrier ~ 31 dB, baseline ~ 11 dB: the barrier part fails
+    levels = claims_by_id(table2_claims(rows, runs, CFG))["table2.dynamic_range_levels"]
+    assert levels["verdict"] == "contradicted"
+    assert levels["barrier_above_40"]["verdict"] == "contradicted"
+    assert levels["baseline_below_25"]["verdict"] == "supported"
 
 
 def clip(cid, caption, split="train", status="ok"):

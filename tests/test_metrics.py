@@ -15,7 +15,6 @@ import pytest
 
 from eisbach import probe_signals as P
 from eisbach.metrics import METRICS, analyse, bootstrap_ci, compute_metrics
-from eisbach.stats import verdict
 
 SR = 16_000
 TABLE2 = [name for name, spec in METRICS.items() if spec.table2]
@@ -209,36 +208,3 @@ def test_bootstrap_ci_empty_group_raises():
         bootstrap_ci(np.ones(5), np.array([np.nan]))
     with pytest.raises(ValueError, match="'x'"):
         bootstrap_ci(np.array([]), np.ones(5))
-
-
-@pytest.mark.parametrize(
-    ("lo", "hi", "higher", "expected"),
-    [
-        (0.1, 0.5, True, "supported"),
-        (0.1, 0.5, False, "contradicted"),
-        (-0.5, -0.1, True, "contradicted"),
-        (-0.5, -0.1, False, "supported"),
-        (-0.1, 0.5, True, "inconclusive"),
-        (-0.1, 0.5, False, "inconclusive"),
-        (0.0, 0.5, True, "inconclusive"),
-        (float("nan"), float("nan"), True, "inconclusive"),
-    ],
-)
-def test_verdict_truth_table(lo, hi, higher, expected):
-    assert verdict(lo, hi, higher) == expected
-
-
-@pytest.mark.parametrize(
-    "lo, hi, higher, expected",
-    [
-        (0.6, 0.9, True, "supported"),
-        (0.2, 0.9, True, "inconclusive"),  # excludes 0, reaches into the band
-        (0.1, 0.3, True, "inconclusive"),  # inside the band
-        (-0.9, -0.6, True, "contradicted"),
-        (-0.9, -0.6, False, "supported"),
-        (-0.9, -0.2, False, "inconclusive"),
-    ],
-)
-def test_verdict_with_a_smallest_effect_of_interest(lo, hi, higher, expected):
-    assert verdict(lo, hi, higher, min_effect=0.5) == expected
-    assert verdict(lo, hi, higher, min_effect=-0.5) == expected  # a band is symmetric

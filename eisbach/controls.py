@@ -6,8 +6,8 @@ reference runs of the same adapter and training seed, and of the same lam where 
 (constant at the matched weight, shuffled, batch-mean, inverse); ``none`` and ``min_snr`` pair
 with the reference of every lam. The unit is (training seed, eval clip); its value is the
 control's held-out loss minus the reference's, averaged over the t grid, on identical inputs
-(eisbach.heldout). The mean of the seeds' mean differences gets a paired two-stage bootstrap CI
-(seeds, then clips within seeds), and a reading computed from it: "eisbach lower" when the CI
+(eisbach.heldout). The mean of the seeds' mean differences gets the t interval over training
+seeds that the claims use (eisbach.stats.clustered_ci), and a reading computed from it: "eisbach lower" when the CI
 lies above 0, "control lower" when below, "no difference detected" otherwise, and
 "inconclusive" with one training seed, where no CI can carry the variation between seeds. These
 are diagnostics of the method, not verdicts on the paper's claims.
@@ -85,7 +85,7 @@ def compare(pairs: list[tuple[str, str]], heldout: dict[str, list[dict]], cfg: d
             "reading": "inconclusive",
             "reason": f"{units} paired (seed, clip) units; the eval split needs 2 or more",
         }
-    diff, lo, hi = clustered_ci(groups, cfg["n_boot"], cfg["seed"], float(cfg["alpha"]))
+    diff, lo, hi = clustered_ci(groups, float(cfg["alpha"]))
     result |= {"diff": diff, "ci_low": lo, "ci_high": hi}
     if len(groups) < 2:
         return result | {
@@ -105,7 +105,7 @@ def control_comparisons(
     runs: dict[str, dict], heldout: dict[str, list[dict]], cfg: dict
 ) -> list[dict]:
     """One entry per (control, lam, adapter): the paired held-out loss difference control -
-    eisbach with its bootstrap CI and reading (cfg: the evaluate section, n_boot/alpha/seed)."""
+    eisbach with its t interval over training seeds and reading (cfg: the evaluate section)."""
     out = []
     for (control, lam, adapter), pairs in sorted(pairs_by_comparison(runs).items()):
         out.append(

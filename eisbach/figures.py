@@ -3,9 +3,9 @@ per-prompt metrics and the sample WAVs (nothing is retrained or resampled), plus
 section 9 table and the controls table (eisbach.tables).
 
 Each figure is written as PNG and SVG with the stage's provenance inside (a PNG tEXt chunk, the
-SVG's dc:description). CIs are 95 % bootstraps: over training seeds and then values within them
-(eisbach.stats.clustered_ci) where a value belongs to a run, and over logged samples for the
-correlations of P5. ``FIGURES`` names each figure with its caption, for the report.
+SVG's dc:description). CIs are 95 %: the t interval over training seeds that the claims use
+(eisbach.stats.clustered_ci) where a value belongs to a run, and a bootstrap over logged samples
+for the per-bin correlations of P5's figure (a picture, not P5's test). ``FIGURES`` names each figure with its caption, for the report.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def group_of_run(run: dict | None) -> str:
 def ci_by_seed(df: pd.DataFrame, value: str, seed_col: str = "train_seed"):
     """(mean of seed means, lo, hi) of ``value`` clustered by training seed, or None."""
     groups = [g[value].to_numpy(float) for _, g in df.groupby(seed_col, dropna=False)]
-    return clustered_ci(groups, N_BOOT, SEED, ALPHA)
+    return clustered_ci(groups, ALPHA)
 
 
 def finite(values: pd.Series) -> pd.Series:

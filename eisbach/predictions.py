@@ -192,7 +192,7 @@ def p2(prompt_rows: list[dict], sample_rows: list[dict], adapter: str, cfg: dict
         groups: dict = {}
         for r in at:
             groups.setdefault(r["train_seed"], []).append(r["vendi"])
-        ci = clustered_ci(list(groups.values()), 0, 0, alpha_of(cfg))
+        ci = clustered_ci(list(groups.values()), alpha_of(cfg))
         reading["vendi"] = None if ci is None else ci[0]
         reading["vendi_ci"] = [None, None] if ci is None else [ci[1], ci[2]]
         samples = [r for r in sample_rows if r["group"] in ("barrier", "baseline")]

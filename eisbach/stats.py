@@ -198,12 +198,11 @@ def independent_bootstrap(x, y, n_boot: int, seed: int, alpha: float):
     return diff, float(ci.low), float(ci.high), res.bootstrap_distribution
 
 
-def clustered_ci(groups: list, n_boot: int, seed: int, alpha: float):
+def clustered_ci(groups: list, alpha: float):
     """(mean of cluster means, lo, hi): the (1 - alpha) t interval of the cluster means on
-    k - 1 degrees of freedom, the interval the claims use; with one cluster, the t interval of
-    its values (which covers value-to-value variation only). None below 2 finite values.
-    ``n_boot`` and ``seed`` are accepted for the callers' signature and unused: no resampling."""
-    del n_boot, seed
+    k - 1 degrees of freedom, the interval the claims use (figures and controls draw the same);
+    with one cluster, the t interval of its values, which covers value-to-value variation only.
+    None below 2 finite values."""
     means, n = cluster_means(groups)
     if n < 2:
         return None

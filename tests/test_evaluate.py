@@ -14,7 +14,7 @@ from eisbach.evaluate import (
 )
 from eisbach.metrics import METRICS
 
-CFG = {"n_boot": 2000, "alpha": 0.05, "seed": 0}
+CFG = {"alpha": 0.05, "seed": 0}
 DORA = {"type": "dora", "rank": 4, "alpha": 4}
 LORA = {"type": "lora", "rank": 4, "alpha": 4}
 PROMPTS = ["piglet", "seal", "raccoon"]

@@ -8,7 +8,7 @@ from conftest import adapter_run
 from eisbach.evaluate import adjust_for_multiple_claims, group_of
 from eisbach.predictions import p1, p2, p3, p4, p5
 
-CFG = {"n_boot": 2000, "alpha": 0.05, "seed": 0}
+CFG = {"alpha": 0.05, "seed": 0}
 PROMPTS = ["piglet", "seal", "raccoon", "pallas"]
 SEEDS = [0, 1, 2]
 

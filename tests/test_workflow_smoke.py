@@ -23,7 +23,7 @@ RUNS = [
 ]
 # base + 6 runs, x (2 prompts + 1 eval caption) x 2 sampling seeds
 N_SAMPLES = 7 * 3 * 2
-VERDICTS = {"supported", "contradicted", "inconclusive"}
+VERDICTS = {"supported", "contradicted", "negligible", "inconclusive"}
 READINGS = {"eisbach lower", "control lower", "no difference detected", "inconclusive"}
 
 
@@ -181,10 +181,20 @@ def test_metrics_and_verdicts(finished):
         assert claim["verdict"] in VERDICTS
         if "ci_low" in claim and "diff" in claim and claim["id"] != "P5":
             assert claim["ci_low"] <= claim["diff"] <= claim["ci_high"]
-    # the smoke grid makes every prediction computable: a reading with a CI, not "not built"
+    # the smoke grid makes every prediction computable: tested over its 2 training seeds where
+    # both ran (Table 2, P1, P3, P5), an estimate from the one seed of lambda 0.9 and of LoRA
+    # (P2, P4), never "not built"
     assert [r["lam"] for r in claims["P2"]["by_lambda"]] == [0.0, 0.5, 0.9]
-    assert "ci_low" in claims["P2"] and "ci_low" in claims["P4"]
+    for one_seed in ("P2", "P4"):
+        assert "diff" in claims[one_seed] and "one training seed" in claims[one_seed]["reason"]
     assert "ci_low" in claims["P3"]["consistency"] and "ci_low" in claims["P3"]["vendi"]
+    for tested in ("P1", "P3", "P5", "table2.dynamic_range_db", "table2.dynamic_range_levels"):
+        claim = claims[tested]
+        assert claim["seeds"] == 2 if "seeds" in claim else True
+        assert {"p_supported", "p_contradicted", "p_negligible", "p_value"} <= set(claim)
+        assert "min_effect" in claim and claim.get("min_effect_source")
+        if claim["verdict"] in ("inconclusive", "negligible"):
+            assert claim["mde"] > claim["min_effect"]  # the power statement
     assert summary["multiple_comparisons"]["method"] == "holm"
     assert all("verdict_unadjusted" in c for c in claims.values())
     assert summary["scoring"]["scored"] + summary["scoring"]["cached"] == N_SAMPLES + 8

@@ -64,10 +64,7 @@ def prediction_rows(summary: dict) -> list[dict]:
     for claim in summary["claims"]:
         if claim["id"].startswith("table2."):
             continue
-        row = dict(claim)
-        if "units" not in row:
-            row["units"] = row.get("n_barrier", 0) + row.get("n_baseline", 0) or None
-        rows.append(row)
+        rows.append(dict(claim))
         for part, sub in parts_of(claim):
             rows.append(
                 sub | {"id": f"{claim['id']}.{part}", "claim": f"part: {part}", "metric": part}

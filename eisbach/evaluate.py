@@ -350,7 +350,7 @@ def detectable(claim: dict, alpha_one_sided: float) -> dict:
     ]
     values = [v for v in values if np.isfinite(v)]
     if not values:
-        return {}
+        return {"mde": None, "mde_reason": "fewer than 2 training seeds: no spread to size it by"}
     return {"mde": max(values), "mde_alpha_one_sided": alpha_one_sided, "mde_power": 0.8}
 
 

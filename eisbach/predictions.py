@@ -256,7 +256,7 @@ def p3(prompt_rows: list[dict], lam: float, adapter: str, cfg: dict) -> dict:
                 diffs.setdefault(r["train_seed"], []).append(r[name] - twin[name])
         band = diversity_band(name, prompt_rows, adapter, cfg)
         parts[name] = with_band(cluster_reading(diffs, band[0], alpha_of(cfg)), band)
-    out = claim | parts
+    out = claim | parts | {"min_effect_source": "each part's own (consistency, vendi)"}
     if any("p_value" not in p for p in parts.values()):
         return out | {
             "verdict": "inconclusive",

@@ -75,10 +75,11 @@ def verdict_counts(claims: list[dict]) -> dict[str, int]:
 
 
 def judgeable(claim: dict) -> bool:
-    """Whether this run can judge a claim: a CI that spans two or more training seeds (P1 and
-    P5 read logged samples of every barrier run, so any CI will do)."""
-    if claim["id"] == "P3":
-        return all(judgeable({"id": p} | (claim.get(p) or {})) for p in tables.P3_PARTS)
+    """Whether this run can judge a claim: a CI that spans two or more training seeds, for a
+    conjunction (P3, the levels claim) in every part."""
+    parts = tables.parts_of(claim)
+    if parts and "ci_low" not in claim:  # a conjunction: judged where every part is
+        return all(judgeable({"id": name} | part) for name, part in parts)
     if "ci_low" not in claim or "one training seed" in (claim.get("reason") or ""):
         return False
     return claim.get("seeds") is None or claim["seeds"] >= 2

@@ -39,13 +39,11 @@ CONTROL_COLUMNS = [
     "reading",
     "reason",
 ]
-# P3 is a conjunction of two readings, each with its own CI; the table shows both.
-P3_PARTS = ("consistency", "vendi")
 
 
 def parts_of(claim: dict) -> list[tuple[str, dict]]:
-    """The readings a compound claim is made of (P3, P5, the levels claim): its dict fields
-    with a verdict of their own."""
+    """The readings a compound claim is made of (P3, P5, the levels claim), each with its own
+    CI, which the tables show beside the claim: its dict fields with a verdict of their own."""
     return [(k, v) for k, v in claim.items() if isinstance(v, dict) and "verdict" in v]
 
 

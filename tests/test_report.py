@@ -80,10 +80,18 @@ def test_which_claims_a_run_can_judge():
     no_ci = {"id": "P4", "verdict": "inconclusive", "reason": "needs LoRA"}
     levels = {"id": "table2.dynamic_range_levels", "ci_low": 1, "reason": "...; one training seed"}
     p1 = {"id": "P1", "ci_low": 0.1}
-    p3 = {"id": "P3", "consistency": {"seeds": 2, "ci_low": 0}, "vendi": {"seeds": 1, "ci_low": 0}}
+    part = {"seeds": 2, "ci_low": 0, "verdict": "inconclusive"}
+    p3 = {"id": "P3", "consistency": part, "vendi": part | {"seeds": 1}}
     assert judgeable(two_seeds) and judgeable(p1)
     assert not any(map(judgeable, (one_seed, no_ci, levels, p3)))
-    assert judgeable(p3 | {"vendi": {"seeds": 2, "ci_low": 0}})
+    assert judgeable(p3 | {"vendi": part})
+    # any conjunction: the levels claim is judged where both its parts are
+    both = {
+        "id": "table2.dynamic_range_levels",
+        "barrier_above_40": part,
+        "baseline_below_25": part,
+    }
+    assert judgeable(both) and not judgeable(both | {"baseline_below_25": {"verdict": "x"}})
 
 
 EVIL_PROMPT = "<script>alert('x')</script> & <b>co</b>"

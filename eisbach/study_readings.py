@@ -67,7 +67,10 @@ def readings_table(summary: dict) -> str:
         reading = c["verdict"]
         if c["verdict"] != c.get("verdict_unadjusted", c["verdict"]):
             reading += f" ({c['verdict_unadjusted']} before Holm)"
-        delta = f"{c['min_effect']:.3g}" if c.get("min_effect") is not None else ""
+        if c.get("min_effect") is not None:
+            delta = f"{c['min_effect']:.3g}"
+        else:  # a conjunction without a band of its own: its parts'
+            delta = ", ".join(f"{p['min_effect']:.3g}" for p in parts if "min_effect" in p)
         label = LABELS.get(c["id"], c["id"])
         rows.append(f"| {label} | {estimate} | {ci} | {delta} | {reading} | {size(c.get('mde'))} |")
     return "\n".join(rows)

@@ -62,7 +62,12 @@ def test_default_profile_dry_runs_the_paper_dag(tmp_path):
     out, jobs = paper_dag(tmp_path, "--workflow-profile", "profiles/default")
     assert jobs["evaluate"][0]["runtime"] == "2220"  # a CPU job of many hours (docs/cloud.md)
     # printshellcmds; the env's `python`, never an absolute interpreter path
-    assert re.search(r"^Shell command: python +scripts/train\.py adapter", out, re.M)
+    # through the GPU slots (eisbach.gpu_slots) with the job's one GPU
+    assert re.search(
+        r"^Shell command: python -m eisbach\.gpu_slots --gpus 1 -- +scripts/train\.py adapter",
+        out,
+        re.M,
+    )
 
 
 @pytest.mark.slow

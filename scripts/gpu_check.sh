@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The few-minute check of a lent GPU (docs/cloud.md, "GPU check"):
 #   1. the environment: torch, CUDA, the device, bf16 support;
-#   2. training steps of an SA3-Medium-shaped DiT (30 x 1536, random weights, base in bf16,
+#   2. training steps of an SA3-Medium-shaped DiT (24 x 1536, random weights, base in bf16,
 #      bf16 autocast, DoRA r16, AdamW: the project's loop body) with and without the Eisbach
 #      weight: benchmarks/weight_overhead.py --preset sa3-medium, which reports the step time,
 #      the weight's overhead, tokens/s and MFU;

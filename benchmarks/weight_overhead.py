@@ -248,13 +248,19 @@ def peak_flops(device: torch.device, override: float | None) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def run(args) -> dict:
+def preset_shape(args) -> dict:
+    """The preset's shape with the command line's depth, width, heads, frames and batch."""
     p = dict(PRESETS[args.preset])
     for key in ("depth", "embed_dim", "num_heads", "frames", "batch"):
-        if getattr(args, key) is not None:
+        if getattr(args, key, None) is not None:
             p[key] = getattr(args, key)
     if args.embed_dim is not None and args.num_heads is None:
         p["num_heads"] = max(1, args.embed_dim // 64)  # head dim 64, as the presets
+    return p
+
+
+def run(args) -> dict:
+    p = preset_shape(args)
     if args.precision:
         p["precision"] = args.precision
     device = torch.device(

@@ -40,6 +40,8 @@ TRAIN = {
     "heldout": {"t": [0.5], "batch_size": 4},
 }
 ADAPTER = {"type": "dora", "rank": 4, "alpha": 4}
+# the attention and feed-forward linears of the tiny DiT (a stable-audio-tools DiT)
+TARGETS = ["to_qkv", "to_out", "to_q", "to_kv", "ff.ff.0.proj", "ff.ff.2"]
 EISBACH = {"name": "eisbach", "lam": 0.5}
 SHUFFLED = {"name": "eisbach_shuffled", "lam": 0.5}
 CAPTIONS = ["a low organ drone", "a bright piano melody then strings", "a static marimba ostinato"]
@@ -131,8 +133,7 @@ def one_step_gradients(root: Path, ctx, scheme_cfg: dict, micro: int | None) -> 
     from eisbach.weighting import get_scheme
 
     backend = get_backend("tiny", TINY_BACKEND, root / "latents")
-    modules = adapters.target_modules(backend, TRAIN)
-    model = adapters.attach(backend.load_dit(root / "base"), ADAPTER, modules, 0)
+    model = adapters.attach(backend.load_dit(root / "base"), ADAPTER, TARGETS, 0)
     with torch.no_grad():  # move lora_B off zero, so that every adapter weight has a gradient
         for name, param in model.named_parameters():
             if "lora_B" in name:

@@ -18,15 +18,16 @@ less than wall time. The ratio of the two medians is printed as well.
 
 Presets:
   cpu-mid     12 layers x 512 wide (~64 M), 64 latent channels, 256 frames, batch 4, fp32
-  sa3-medium  an SA3-Medium-shaped DiT: 30 layers x 1536 wide, 24 heads (~1.4 B, the published
-              size; the real width/depth are in the hub config, not public here), 256 latent
-              channels (SAME-L), 768-d text tokens (T5Gemma), 108 frames (10 s at 10.77 latents/s,
-              MusicCaps clips), batch 4, base weights in bf16 and bf16 autocast. Needs CUDA.
+  sa3-medium  an SA3-Medium-shaped DiT: 24 layers x 1536 wide, 24 heads (eisbach.cloud.SA3_MEDIUM,
+              which names the sources: the MLX port of Medium and diffusers' test config; a
+              stable-audio-tools DiT of that shape), 256 latent channels (SAME-L), 768-d text
+              tokens (T5Gemma), 108 frames (10 s at 10.77 latents/s, MusicCaps clips), batch 4,
+              base weights in bf16 and bf16 autocast. Needs CUDA.
 
 It also counts the kernels (aten ops) the weight adds against those of the bare step: on a GPU
 at small batches, launches rather than FLOPs bound the weight's cost, and the count is the same
-on every device (sa3-medium at depth 1 and 2 on CPU: 56 against 723 and 1,388, i.e. ~20,000 at
-depth 30).
+on every device (sa3-medium at depth 1 and 2 on CPU: 56 against 723 and 1,388, i.e. ~16,000 at
+depth 24).
 
 On CUDA it also reports tokens/s (latent frames per second through the DiT) and MFU: FLOPs of
 one step (counted by torch.utils.flop_counter) per second over the GPU's dense bf16 peak
@@ -64,7 +65,7 @@ PRESETS = {
     },
     "sa3-medium": {
         "embed_dim": 1536,
-        "depth": 30,
+        "depth": 24,
         "num_heads": 24,
         "io_channels": 256,
         "cond_dim": 768,
@@ -218,6 +219,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def peak_memory(device: torch.device) -> dict:
+    if device.type == "cuda":
+        gib = torch.cuda.max_memory_allocated(device) / 2**30
+        return {"peak_memory_gib": gib, "peak_memory_kind": "cuda max_memory_allocated"}
+    import resource
+
+    gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2**30
+    return {"peak_memory_gib": gib, "peak_memory_kind": "host peak RSS"}
+
+
 def count_flops(step, device) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -237,13 +248,19 @@ def peak_flops(device: torch.device, override: float | None) -> float | None:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
-def run(args) -> dict:
+def preset_shape(args) -> dict:
+    """The preset's shape with the command line's depth, width, heads, frames and batch."""
     p = dict(PRESETS[args.preset])
     for key in ("depth", "embed_dim", "num_heads", "frames", "batch"):
-        if getattr(args, key) is not None:
+        if getattr(args, key, None) is not None:
             p[key] = getattr(args, key)
     if args.embed_dim is not None and args.num_heads is None:
         p["num_heads"] = max(1, args.embed_dim // 64)  # head dim 64, as the presets
+    return p
+
+
+def run(args) -> dict:
+    p = preset_shape(args)
     if args.precision:
         p["precision"] = args.precision
     device = torch.device(
@@ -254,6 +271,8 @@ def run(args) -> dict:
     model = build_model(p, args.adapter, device)
     batch = make_batch(p, device)
     step = make_step(model, batch, p, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     for _ in range(args.warmup):
         for mode in MODES:
             step(mode)
@@ -311,6 +330,8 @@ def run(args) -> dict:
         ),
         "median_cpu_step_s": {m: statistics.median(v) for m, v in cpu_times.items()},
         "tokens_per_s": {mode: tokens / s for mode, s in median.items()},
+        # the training steps' peak: CUDA's max_memory_allocated, or on CPU the process's RSS
+        **peak_memory(device),
         # the weight alone (scheme + H/w for the log) on a prediction of the batch's shape:
         # a noise-free bound on its share of the step
         "weight_alone_s": weight_s,
@@ -376,6 +397,7 @@ def main(argv=None) -> dict:
         f"{100 * result['weight_alone_fraction_of_step']:.3f}% of the bare step; "
         f"{result['kernels']['weight']} kernels against the bare step's {result['kernels']['bare_step']}"
     )
+    print(f"  peak memory {result['peak_memory_gib']:.2f} GiB ({result['peak_memory_kind']})")
     print(
         f"ratio of the medians: eisbach/none = {result['ratio_eisbach_over_none']:.4f}   "
         f"eisbach/none+log = {result['ratio_eisbach_over_none_log']:.4f}   (goal <= 1.01)"

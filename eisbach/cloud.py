@@ -21,9 +21,14 @@ from pathlib import Path
 
 import yaml
 
-# benchmarks/weight_overhead.py's sa3-medium preset (the published ~1.4 B size; the real width
-# and depth are in the hub config, not public here).
-SA3_MEDIUM = {"embed_dim": 1536, "depth": 30, "num_heads": 24, "io_channels": 256, "cond_dim": 768}
+# benchmarks/weight_overhead.py's sa3-medium preset. The hub's model_config.json is gated and not
+# readable here; the shape is that of public code written against the released checkpoint (read
+# for reference): the MLX port's pack config for stable-audio-3-medium (depth 24, head width 64,
+# 64 memory tokens) and diffusers' SA3 transformer test config "from stabilityai/
+# stable-audio-3-medium model_config.json" (io_channels 256, embed_dim 1536, depth 24,
+# num_heads 24, cond_token_dim 768). A stable-audio-tools DiT of this shape, not SA3's own
+# classes: it lacks the memory tokens, differential attention and adaLN conditioning.
+SA3_MEDIUM = {"embed_dim": 1536, "depth": 24, "num_heads": 24, "io_channels": 256, "cond_dim": 768}
 # SAME-L: ~10.77 latent frames per second of audio (DESIGN.md); MusicCaps clips are 10 s.
 LATENT_RATE = 44100 / 4096
 
@@ -38,7 +43,7 @@ class Assumptions:
     peak_tflops: float = 989.0  # H100/H200 SXM dense bf16
     overhead_min_per_gpu_job: float = 5.0  # pod/container start, loading SA3 + T5Gemma + SAME-L
     # pretrain_base of a pretrained backend loads and checks the model, then copies its weights
-    # (~3 GB in bf16 for 1.4 B parameters) into results/base: the overhead plus this
+    # (~2.3 GB in bf16 for 1.14 B parameters) into results/base: the overhead plus this
     base_copy_min: float = 2.0
     autoencoder_realtime: float = 200.0  # SAME-L encode or decode, seconds of audio per second
     usd_per_gpu_hour: float = 3.0  # on-demand H100-class price; pass the provider's own

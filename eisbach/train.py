@@ -5,8 +5,11 @@
   step k come from a generator seeded by (seed, k); a checkpoint also holds the global
   torch/numpy/python RNG states and the scheme's own generator, so a resumed run draws exactly
   what an uninterrupted run draws.
-- The loss is mean_b(s[b] * mse_b) with s from eisbach.weighting: detached, fp32, computed on
-  each rank from that rank's predictions before any reduction (eisbach.distributed).
+- The loss is mean_b(s[b] * mse_b) over the global batch, with s from eisbach.weighting:
+  detached, fp32, computed before any reduction (per-sample schemes on each rank's own
+  predictions, batch-level ones on the global batch's). Any number of ranks, in micro-batches
+  with gradient accumulation, gives the one-process update (``accumulate_gradients``,
+  eisbach.distributed).
 - The objective (rectified flow or v) is the backend's; so is the timestep sampler
   (``sample_timesteps`` then ``shift_timesteps``) unless ``train.timestep_sampler`` names one of
   eisbach.objectives. The DiT gets the padding mask of the batch.
@@ -286,6 +289,53 @@ def load_checkpoint(
 
 
 # --- the loop ---------------------------------------------------------------------------------
+def accumulate_gradients(backend, train_model, scheme, plan, ctx, batch, autocast_ctx):
+    """Forward and backward of this rank's micro-batches of one step's global batch; returns
+    [batch_size, 4] (per-sample loss, H, w, applied weight) of the whole global batch.
+
+    ``batch`` is (x_t, target, t, mask, cond, cond_mask) of the global batch, on the CPU. Each
+    micro-batch's loss is world_size * sum_b(s_b * mse_b) / batch_size, so that its gradients
+    summed over micro-batches and averaged over ranks (DDP) are those of mean_b(s_b * mse_b)
+    over the global batch. Only a rank's last micro-batch all-reduces (``no_sync`` before it).
+    A rank without samples runs one stand-in pass (sample 0) at zero weight, so that it joins
+    the all-reduce. Batch-level schemes (eisbach_batchmean, eisbach_shuffled) see the global
+    batch's predictions, gathered from every rank, so their weights equal one process's.
+    """
+    batch_size = plan.batch_size
+    chunks = plan.micro_batches(ctx.rank)
+    passes = chunks or [range(0, 1)]
+    scale = ctx.world_size / batch_size
+    device = ctx.device
+    batch_level = getattr(scheme, "batch_level", False)
+    rows = []
+    for k, idx in enumerate(passes):
+        sync = k == len(passes) - 1 or not ctx.distributed
+        with contextlib.nullcontext() if sync else train_model.no_sync():
+            x_t, target, t, mask, cond, cond_mask = (
+                v[idx.start : idx.stop].to(device) for v in batch
+            )
+            with autocast_ctx():
+                pred = backend.dit_forward(train_model, x_t, t, cond, cond_mask, mask=mask)
+            if batch_level:  # one pass per rank (train_loop checks): gather, weigh, select
+                counts = plan.counts
+                everyone = ctx.gather_rows(pred.detach().float(), counts)
+                _, g_target, g_t, g_mask = (v.to(device) for v in batch[:4])
+                weights = scheme(everyone, g_target, g_t, g_mask)[idx.start : idx.stop]
+            else:  # per-sample schemes: a sample's weight depends on its prediction alone
+                weights = scheme(pred, target, t, mask)  # detached fp32
+            terms = eisbach_terms(pred, mask)
+            per_sample, _ = weighted_loss(pred, target, weights, mask)
+            loss = (weights * per_sample).sum() * scale
+            (loss if chunks else loss * 0.0).backward()
+        if chunks:
+            rows.append(torch.stack([per_sample.detach(), terms["H"], terms["w"], weights], 1))
+    # Read on the host only once backward is queued: a sync before it would leave the GPU idle
+    # while the backward kernels are launched. Still before the optimizer step, so a non-finite
+    # loss never reaches the weights.
+    own = torch.cat(rows) if rows else torch.zeros(0, 4, device=device)
+    return ctx.gather_rows(own, plan.counts).cpu()
+
+
 def train_loop(
     backend,
     model,
@@ -322,7 +372,23 @@ def train_loop(
         if start and ctx.is_main:
             print(f"resuming from step {start} ({ckpt_dir / 'last.pt'})", file=sys.stderr)
     steps, batch_size = int(cfg["steps"]), int(cfg["batch_size"])
-    share = ctx.shard(batch_size)
+    plan = ctx.plan(batch_size, cfg.get("micro_batch_size"))
+    if getattr(scheme, "batch_level", False) and plan.accumulation > 1:
+        raise ValueError(
+            f"scheme {scheme.scheme_name} weighs each sample against the whole global batch, so "
+            f"its predictions must all exist before any backward: train.micro_batch_size="
+            f"{plan.micro_batch_size} splits a rank's share of {max(plan.counts)} samples; "
+            "unset it or use more ranks"
+        )
+    if ctx.is_main and (plan.accumulation > 1 or plan.idle_ranks or ctx.distributed):
+        print(f"batch plan: {plan.describe()}", file=sys.stderr)
+        if plan.idle_ranks:
+            print(
+                f"note: {plan.idle_ranks} of {ctx.world_size} ranks have no sample of the global "
+                f"batch of {batch_size}; they run zero-weight passes and speed nothing up",
+                file=sys.stderr,
+            )
+    train_model = ctx.wrap(model)  # after the checkpoint: DDP starts from rank 0's weights
     sample_t = timestep_sampler(backend, cfg)
     every = int(cfg.get("checkpoint_every") or 0)
     model.train()
@@ -348,26 +414,17 @@ def train_loop(
             dropped = torch.rand(batch_size, generator=torch_rng) < float(cfg["cfg_dropout"])
             cond = torch.where(dropped.view(-1, 1, 1), torch.zeros_like(cond), cond)
             x_t, target = objectives.noisy_input(backend.objective, x0, noise, t)
-            # This rank's share of the global batch (all of it in one process).
-            x_t, target, t_r, mask_r, cond, cond_mask = (
-                v[share].to(device) for v in (x_t, target, t, mask, cond, cond_mask)
-            )
             lr = optimizer.param_groups[0]["lr"]
-
-            with autocast(device, cfg):
-                pred = backend.dit_forward(model, x_t, t_r, cond, cond_mask, mask=mask_r)
-            weights = scheme(pred, target, t_r, mask_r)  # per sample, per rank, detached fp32
-            terms = eisbach_terms(pred, mask_r)
-            per_sample, _ = weighted_loss(pred, target, weights, mask_r)
-            loss = (weights * per_sample).sum() / batch_size
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            # Read on the host only once backward is queued: a sync before it would leave the GPU
-            # idle while the backward kernels are launched. Still before the optimizer step, so
-            # a non-finite loss never reaches the weights.
-            stats = ctx.gather(
-                torch.stack([per_sample.detach(), terms["H"], terms["w"], weights], dim=1)
-            ).cpu()
+            stats = accumulate_gradients(
+                backend,
+                train_model,
+                scheme,
+                plan,
+                ctx,
+                (x_t, target, t, mask, cond, cond_mask),
+                lambda: autocast(device, cfg),
+            )
             finite = torch.isfinite(stats[:, [0, 3]]).all(dim=1)
             if not bool(finite.all()):
                 bad = [ids[b] for b in torch.nonzero(~finite).flatten().tolist()]
@@ -375,7 +432,6 @@ def train_loop(
                     f"loss is not finite at step {step}; samples {bad} "
                     f"(batch {ids}, per-sample loss {stats[:, 0].tolist()}, weights {stats[:, 3].tolist()})"
                 )
-            ctx.all_reduce_grads(params)
             optimizer.step()
             scheduler.step()
             for b, sample_id in enumerate(ids):
@@ -415,6 +471,7 @@ def train_loop(
     if info is not None:
         ran = steps - start
         info |= {
+            "batch_plan": plan.describe(),
             "resumed_from_step": start,
             "steps_run": ran,
             "seconds_per_step": (time.perf_counter() - started) / ran if ran else None,

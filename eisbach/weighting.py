@@ -195,6 +195,9 @@ REGISTRY: dict[str, Callable[..., Scheme]] = {
 }
 # The schemes that blend a weight with Eq.5; at lam = 0 each of them is exactly `none` (s = 1).
 LAMBDA_SCHEMES = ("eisbach", "eisbach_batchmean", "eisbach_shuffled", "eisbach_inverse")
+# The schemes whose weight of one sample depends on the other samples of the batch: training
+# computes them over the whole global batch at once, across ranks (eisbach.distributed).
+BATCH_LEVEL_SCHEMES = ("eisbach_batchmean", "eisbach_shuffled")
 
 
 def get_scheme(name: str, **params) -> Scheme:
@@ -216,6 +219,7 @@ def get_scheme(name: str, **params) -> Scheme:
     detached_fp32.scheme_name = name
     detached_fp32.params = dict(params)
     detached_fp32.generator = getattr(scheme, "generator", None)
+    detached_fp32.batch_level = name in BATCH_LEVEL_SCHEMES
     return detached_fp32
 
 

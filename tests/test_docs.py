@@ -123,6 +123,10 @@ def classify(argv: list[str]) -> tuple[str, str | list[str]]:
         if "--device" in rest and rest[rest.index("--device") + 1] == "cpu":
             return "covered", ["tests/test_gpu_check.py", *rest]
         return "not-here", "scripts/gpu_check.sh on a GPU (its CPU path: test_gpu_check.py)"
+    launcher = ["python", "-m", "torch.distributed.run"]
+    if (name == "torchrun" or argv[:3] == launcher) and "scripts/train.py" in argv:
+        # placeholders for a run's arguments; the same launch on CPU/gloo, with real ones
+        return "covered", ["tests/test_world_size.py", "--standalone", "scripts/train.py"]
     if argv[0] == "make":
         return "make", argv[1:]
     return "unknown", argv

@@ -1,13 +1,17 @@
-"""scripts/gpu_check.sh on CPU (--device cpu --small: the GPU path end to end on a 2-layer model),
-and scripts/cloud_cost.py reading its result. No GPU is lent to this project's tests: what the
-GPU run measures is in docs/cloud.md only once it has run on one."""
+"""scripts/gpu_check.sh on CPU (--device cpu --small: the GPU path end to end on a 2-layer model:
+training steps, 100-step sampling at cfg 3, the memory estimate), its estimate-only run without
+a GPU at SA3 Medium's full size, and scripts/cloud_cost.py reading its result. No GPU is lent to
+this project's tests: what the GPU run measures is in docs/cloud.md only once it has run on
+one."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 from conftest import REPO
 
@@ -43,6 +47,73 @@ def test_small_cpu_run_writes_the_environment_and_the_benchmark(small_run):
     assert bench["flops_per_step"] > 0
     assert "cost estimate is skipped" in stdout
     assert not (out / "cloud_cost.json").exists()
+
+
+@pytest.mark.slow
+def test_small_cpu_run_samples_and_estimates_memory(small_run):
+    """The rest of the GPU path: 100-step sampling at cfg 3 with its MFU and peak memory, and
+    the memory estimate of the same shape, part by part."""
+    out, stdout = small_run
+    sampling = json.loads((out / "sampling.json").read_text())
+    assert sampling["steps"] == 100 and sampling["cfg_scale"] == 3.0 and sampling["finite"]
+    assert sampling["tokens_per_s"] > 0 and 0 < sampling["mfu"] < 1
+    assert sampling["peak_memory_gib"] > 0 and sampling["peak_memory_kind"] == "host peak RSS"
+    bench = json.loads((out / "weight_overhead.json").read_text())
+    assert bench["peak_memory_gib"] > 0
+    estimate = json.loads((out / "memory_estimate.json").read_text())
+    assert estimate["shape"]["depth"] == 2 and estimate["shape"]["embed_dim"] == 256
+    assert "sampling 100 steps at cfg 3" in stdout and "peak memory" in stdout
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the script would use it")
+def test_without_a_gpu_it_prints_the_full_size_estimate_with_the_venvs_python(tmp_path):
+    """No PYTHON set: the checkout's .venv/bin/python, never a bare `python` on PATH (a PATH
+    without one here); no GPU: the estimate of one job at SA3 Medium's full size, part by
+    part, and nothing trained."""
+    if not (REPO / ".venv/bin/python").exists():
+        pytest.skip("no .venv in this checkout (make setup)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    env |= {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        ["bash", str(REPO / "scripts/gpu_check.sh"), "--out", tmp_path],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "gpu_check: python .venv/bin/python" in result.stdout
+    for part in (
+        "estimated GPU memory of one finetune job",
+        "base weights (fp32)",
+        "adapter weights (fp32)",
+        "adapter gradients (fp32)",
+        "AdamW moments (2 x fp32)",
+        "activations for backward (16-bit)",
+        "CUDA context and workspace (assumed)",
+        "estimated GPU memory of one sample job",
+        "24 x 1536",
+        "no GPU here: the estimate above only",
+    ):
+        assert part in result.stdout, part
+    estimate = json.loads((tmp_path / "memory_estimate.json").read_text())
+    assert estimate["n_base"] == cloud.dit_parameters()  # the cost model's count, 24 layers
+    parts = estimate["finetune"]
+    assert parts["base weights (fp32)"] == 4 * estimate["n_base"]
+    assert parts["AdamW moments (2 x fp32)"] == 2 * parts["adapter weights (fp32)"]
+    assert estimate["finetune_gib"] == pytest.approx(sum(parts.values()) / 2**30)
+    assert not (tmp_path / "weight_overhead.json").exists()
+
+
+def test_refuses_to_run_without_the_venvs_python(tmp_path):
+    (tmp_path / "scripts").mkdir()
+    shutil.copy2(REPO / "scripts/gpu_check.sh", tmp_path / "scripts")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHON"}
+    result = subprocess.run(
+        ["bash", str(tmp_path / "scripts/gpu_check.sh")], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 2
+    assert "no interpreter at .venv/bin/python: run make setup, or set PYTHON" in result.stderr
 
 
 @pytest.mark.slow

@@ -97,6 +97,13 @@ def stage_resources(section):
     return STAGE_RESOURCES | config.get(section, {}).get("resources", {})
 
 
+# The GPU rules (latents, pretrain_base, finetune, sample_run) start their interpreter through
+# eisbach.gpu_slots with the job's `gpu` resource: it locks that many free devices of the machine
+# and sets CUDA_VISIBLE_DEVICES to them, so that under `snakemake --cores all --resources gpu=N`
+# no two running jobs share a GPU (and a job of gpu 0 sees none). Not in params: a resource
+# change reruns nothing.
+
+
 def torchrun(section):
     """The interpreter's arguments that launch one process per GPU when a job has several."""
     gpus = int(train_resources(section)["gpu"])

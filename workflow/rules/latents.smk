@@ -20,6 +20,7 @@ rule latents:
         latents=section_arg("latents"),
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "{params.python} scripts/latents.py --manifest {input.manifest:q} "
+        "{params.python} -m eisbach.gpu_slots --gpus {resources.gpu} -- "
+        "scripts/latents.py --manifest {input.manifest:q} "
         "--backend-json {params.backend} --latents-json {params.latents} "
         "--out-dir {params.out_dir:q} --threads {threads:q} > {log:q} 2>&1"

@@ -28,7 +28,8 @@ rule sample_run:
         base_dir=lambda wildcards, input: os.path.dirname(input.model),
         out_dir=lambda wildcards, output: os.path.dirname(output.index),
     shell:
-        "{params.python} scripts/sample.py run --run-id {wildcards.sampled:q} {params.run_dir:q} "
+        "{params.python} -m eisbach.gpu_slots --gpus {resources.gpu} -- "
+        "scripts/sample.py run --run-id {wildcards.sampled:q} {params.run_dir:q} "
         "--base-dir {params.base_dir:q} --latents-dir {params.latents_dir:q} "
         "--sample-json {params.sample} --backend-json {params.backend} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"

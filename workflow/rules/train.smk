@@ -23,7 +23,8 @@ rule pretrain_base:
         latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
-        "{params.python} {params.torchrun} scripts/train.py base "
+        "{params.python} -m eisbach.gpu_slots --gpus {resources.gpu} -- {params.torchrun} "
+        "scripts/train.py base "
         "--latents-dir {params.latents_dir:q} "
         "--backend-json {params.backend} --train-json {params.base} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
@@ -65,7 +66,8 @@ rule finetune:
         base_dir=lambda wildcards, input: os.path.dirname(input.model),
         out_dir=lambda wildcards, output: os.path.dirname(output.run),
     shell:
-        "{params.python} {params.torchrun} scripts/train.py adapter "
+        "{params.python} -m eisbach.gpu_slots --gpus {resources.gpu} -- {params.torchrun} "
+        "scripts/train.py adapter "
         "--latents-dir {params.latents_dir:q} "
         "--backend-json {params.backend} --train-json {params.train} "
         "--base-dir {params.base_dir:q} --scheme-json {params.scheme} "

@@ -5,14 +5,20 @@ invariant to) and justifies it against the paper's wording. In short:
 
 * Every clip is analysed at one internal rate (``ANALYSIS_RATE``, 16 kHz mono) with frames
   fixed in seconds, so the source sample rate barely moves a metric.
-* Silence is gated (frame RMS above -80 dBFS and within 60 dB of the loudest frame, eroded by
-  one window) and every metric uses active frames only; under 8 active frames gives NaN.
+* DC is removed first (the clip's mean, then a 20 Hz high-pass), before any level or spectrum.
+* Silence is gated relative to the clip: a frame is active within 60 dB of the clip's loudest
+  frame (eroded by one window), never by an absolute level, so gain does not move the gate; a
+  clip whose peak is below -120 dBFS is silent. Every metric uses active frames only; under 8
+  active frames gives NaN.
 * Spectra are floored at ``FLOOR_DB`` below the clip's loudest bin before any logarithm, so a
   quiet noise floor (-70 dBFS) under music does not move the metrics; all metrics are relative
   to the clip's own level, so gain does not move them.
-* ``ssm_block_scale`` is NaN for a clip without a section boundary (a drone, stationary noise),
-  with ``static_clip`` = 1 saying why: a clip that never changes has no block scale, and must
-  not win the block-scale claim by being one block.
+* ``ssm_block_scale`` comes from Laplacian structural segmentation (eisbach.structure, McFee &
+  Ellis 2014): the frame-weighted mean length of its sections, NaN for a clip with no section
+  boundary (``n_sections`` = 1).
+* ``static_clip`` = 1 for a clip whose sound never changes (no onset stands out of its flux: a
+  drone, a sustained chord, stationary noise). Table 2 leaves static clips out of every metric
+  and shows their share per group, so a drone cannot win any claim.
 
 :func:`analyse` returns the metrics with the clip's fixed-size self-similarity matrix (for
 cross-seed consistency) and its embedding (for the Vendi score); :func:`compute_metrics`
@@ -40,13 +46,15 @@ ANALYSIS_RATE = 16_000
 N_FFT = 2048  # 128 ms
 HOP_LENGTH = 512  # 32 ms
 N_MELS = 64
-GATE_ABS_DBFS = -80.0
+SILENT_PEAK_DBFS = -120.0  # a clip peaking below this is silence (below 20-bit resolution)
 GATE_REL_DB = 60.0
+DC_HIGHPASS_HZ = 20.0
 MIN_ACTIVE_FRAMES = 8
 FLOOR_DB = 60.0  # spectra floored this far below the clip's loudest bin
 SSM_SMOOTH_S = 0.25
-NOVELTY_HALF_S = 0.5  # Foote kernel half-width: sections from about 0.5 s up are resolved
-NOVELTY_MIN = 0.1  # a boundary lowers within-vs-across similarity by at least this much
+N_MFCC = 20
+STATIC_PEAKINESS = 1.5  # onset peakiness below this: no onset stands out (drone 1.0, noise 1.25)
+LRA_PEAK_DBFS = -1.0  # clips are normalised to this peak before EBU R128's absolute -70 LUFS gate
 SSM_GRID = 64  # the fixed-size SSM kept for cross-seed consistency
 CONTRAST_FMIN = 200.0
 CONTRAST_BANDS = 5  # octaves 200 Hz .. 6.4 kHz, below any resampler's cutoff at 16 kHz
@@ -71,9 +79,9 @@ class MetricSpec:
 _SPECS = [
     MetricSpec(
         "ssm_block_scale",
-        "Frame-weighted mean length of the homogeneous blocks of the self-similarity matrix "
-        "(chroma and compressed mel, 0.25 s smoothing, cosine >= 0.9); NaN for a clip with no "
-        "section boundary (static_clip = 1)",
+        "Frame-weighted mean section length of a Laplacian structural segmentation (McFee & "
+        "Ellis 2014: chroma recurrence + MFCC path graph, k-means on its eigenvectors, k by "
+        "silhouette); NaN for a clip with no section boundary (n_sections = 1)",
         "s",
         True,
     ),
@@ -100,7 +108,8 @@ _SPECS = [
     ),
     MetricSpec(
         "dynamic_range_db",
-        "95th minus 5th percentile of the active frames' RMS level",
+        "95th minus 5th percentile of the active frames' RMS level (DC removed, frames gated "
+        "60 dB below the clip's loudest; fades count)",
         "dB",
         True,
     ),
@@ -121,9 +130,25 @@ _SPECS = [
         table2=False,
     ),
     MetricSpec(
+        "loudness_range_lu",
+        "EBU R128 loudness range (EBU Tech 3342, libebur128 via pyebur128: 3 s short-term "
+        "loudness, relative gate -20 LU, 10th to 95th percentile) of the clip normalised to "
+        "-1 dBFS peak (secondary: the standard's range, beside dynamic_range_db)",
+        "LU",
+        False,
+        table2=False,
+    ),
+    MetricSpec(
+        "n_sections",
+        "Sections of the Laplacian segmentation (1: no section boundary, ssm_block_scale NaN)",
+        "count",
+        False,
+        table2=False,
+    ),
+    MetricSpec(
         "static_clip",
-        "1 when the clip has no section boundary (every frame is similar to the whole clip), "
-        "else 0; ssm_block_scale is then NaN",
+        "1 when no onset stands out of the clip's spectral flux (onset_peakiness < 1.5: a drone, "
+        "a sustained chord, stationary noise), else 0; Table 2 leaves static clips out",
         "flag",
         False,
         table2=False,
@@ -136,7 +161,7 @@ METRICS: dict[str, MetricSpec] = {spec.name: spec for spec in _SPECS}
 @dataclass
 class Analysis:
     metrics: dict[str, float]
-    ssm: np.ndarray | None  # [SSM_GRID, SSM_GRID] over the active frames, None when silent
+    ssm: np.ndarray | None  # [SSM_GRID, SSM_GRID] over the clip's duration, None when silent
     embedding: np.ndarray | None  # mean and std of the floored log-mel (dB), None when silent
 
 
@@ -156,8 +181,7 @@ def _active_mask(level_db: np.ndarray) -> np.ndarray:
     finite = np.isfinite(level_db)
     if not finite.any():
         return np.zeros_like(level_db, dtype=bool)
-    floor = max(GATE_ABS_DBFS, float(np.max(level_db[finite])) - GATE_REL_DB)
-    gate = finite & (level_db > floor)
+    gate = finite & (level_db > float(np.max(level_db[finite])) - GATE_REL_DB)
     radius = N_FFT // HOP_LENGTH
     return scipy.ndimage.binary_erosion(
         gate, structure=np.ones(2 * radius + 1, dtype=bool), border_value=0
@@ -169,23 +193,19 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return np.divide(x, norms, out=np.zeros_like(x), where=norms > _EPS)
 
 
-def _self_similarity(power: np.ndarray, mel_db: np.ndarray) -> np.ndarray:
-    """Mean of the chroma and timbre cosine self-similarity matrices (librosa.segment's
-    recurrence matrix in affinity form with a fixed bandwidth would rank, not measure;
-    cosine keeps an absolute scale, so a static clip reads as one block)."""
-    import librosa
+def _self_similarity(chroma: np.ndarray, mel_db: np.ndarray, active: np.ndarray) -> np.ndarray:
+    """Mean of the chroma and timbre cosine self-similarity matrices over every frame of the
+    clip, for cross-seed consistency; gated frames are similar to nothing, so the matrix spans
+    the clip's duration and a gain change (which moves no relative gate) leaves it unchanged."""
     import scipy.ndimage
 
-    chroma = librosa.feature.chroma_stft(
-        S=power, sr=ANALYSIS_RATE, n_fft=N_FFT, tuning=0.0
-    )  # (12, T)
     timbre = mel_db - mel_db.min()  # non-negative dB above the floor
     window = _seconds_to_frames(SSM_SMOOTH_S) | 1
     sims = []
     for feat in (chroma, timbre):
-        f = _unit_rows(feat.T.astype(np.float64))
+        f = _unit_rows(feat.T.astype(np.float64)) * active[:, None]
         f = scipy.ndimage.uniform_filter1d(f, size=window, axis=0, mode="nearest")
-        f = _unit_rows(f)
+        f = _unit_rows(f) * active[:, None]
         sims.append(f @ f.T)
     return 0.5 * (sims[0] + sims[1])
 
@@ -198,47 +218,35 @@ def _grid_ssm(ssm: np.ndarray) -> np.ndarray:
     return scipy.ndimage.zoom(ssm, zoom, order=1, mode="nearest")[:SSM_GRID, :SSM_GRID]
 
 
-def _checkerboard(half: int) -> np.ndarray:
-    """Foote's Gaussian-tapered checkerboard kernel, each sign's weights summing to 1, so that
-    novelty = (mean similarity within the two blocks) - (mean similarity across them)."""
-    x = np.arange(-half, half) + 0.5
-    taper = np.exp(-0.5 * (x / (0.5 * half)) ** 2)
-    kernel = np.outer(taper, taper) * np.sign(np.outer(x, x))
-    kernel[kernel > 0] /= kernel[kernel > 0].sum()
-    kernel[kernel < 0] /= -kernel[kernel < 0].sum()
-    return kernel
+def _block_scale(chroma: np.ndarray, mel_db: np.ndarray) -> tuple[float, int]:
+    """(frame-weighted mean section length in s, number of sections) of the active frames'
+    Laplacian segmentation; NaN when it finds no boundary."""
+    import librosa
 
+    from eisbach.structure import segment
 
-def foote_novelty(ssm: np.ndarray, half: int) -> np.ndarray:
-    """Novelty at each frame boundary (0 where the kernel does not fit inside the clip)."""
-    n = ssm.shape[0]
-    kernel = _checkerboard(half)
-    novelty = np.zeros(n)
-    for i in range(half, n - half + 1):
-        novelty[i] = float(np.sum(kernel * ssm[i - half : i + half, i - half : i + half]))
-    return novelty
-
-
-def section_boundaries(ssm: np.ndarray) -> np.ndarray:
-    """Frames where a new section starts: peaks of the Foote novelty of at least NOVELTY_MIN,
-    at least half a kernel half-width apart (scipy.signal.find_peaks)."""
-    from scipy.signal import find_peaks
-
-    half = _seconds_to_frames(NOVELTY_HALF_S)
-    if ssm.shape[0] < 2 * half + 1:
-        return np.zeros(0, dtype=int)
-    peaks, _ = find_peaks(foote_novelty(ssm, half), height=NOVELTY_MIN, distance=half // 2)
-    return np.asarray(peaks, dtype=int)
-
-
-def _block_scale(ssm: np.ndarray) -> tuple[float, float]:
-    """(frame-weighted mean section length in s, static flag); NaN when there is no boundary."""
-    bounds = section_boundaries(ssm)
-    if bounds.size == 0:
-        return float("nan"), 1.0
-    edges = np.concatenate([[0], bounds, [ssm.shape[0]]])
+    mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)
+    seg = segment(chroma, mfcc, mel_db, HOP_LENGTH / ANALYSIS_RATE)
+    if seg.boundaries.size == 0:
+        return float("nan"), 1
+    edges = np.concatenate([[0], seg.boundaries, [mel_db.shape[1]]])
     lengths = np.diff(edges).astype(np.float64)
-    return float(np.sum(lengths**2) / np.sum(lengths) * HOP_LENGTH / ANALYSIS_RATE), 0.0
+    block = float(np.sum(lengths**2) / np.sum(lengths) * HOP_LENGTH / ANALYSIS_RATE)
+    return block, int(lengths.size)
+
+
+def _loudness_range_lu(y: np.ndarray) -> float:
+    """EBU Tech 3342 loudness range by libebur128, the clip first normalised to a fixed peak so
+    that the standard's absolute -70 LUFS gate never depends on the clip's gain."""
+    import pyebur128
+
+    peak = float(np.max(np.abs(y)))
+    if y.size < 3 * ANALYSIS_RATE or peak <= 0.0:
+        return float("nan")
+    state = pyebur128.R128State(1, ANALYSIS_RATE, pyebur128.MeasurementMode.MODE_LRA)
+    x = np.ascontiguousarray(y * (10.0 ** (LRA_PEAK_DBFS / 20.0) / peak), dtype=np.float64)
+    state.add_frames(x, x.size)
+    return float(pyebur128.get_loudness_range(state))
 
 
 def _spectral_contrast_db(power: np.ndarray, freqs: np.ndarray) -> float:
@@ -311,7 +319,19 @@ def _prepare(audio: np.ndarray, sample_rate: int) -> np.ndarray:
         import librosa
 
         y = librosa.resample(y, orig_sr=int(sample_rate), target_sr=ANALYSIS_RATE)
-    return y
+    return _remove_dc(y)
+
+
+def _remove_dc(y: np.ndarray) -> np.ndarray:
+    """The clip's mean removed, then a zero-phase 2nd-order Butterworth high-pass at 20 Hz (slow
+    drift): a DC offset must move no level and no spectrum."""
+    import scipy.signal
+
+    y = y.astype(np.float64) - float(np.mean(y)) if y.size else y.astype(np.float64)
+    if y.size > 64:
+        sos = scipy.signal.butter(2, DC_HIGHPASS_HZ, "highpass", fs=ANALYSIS_RATE, output="sos")
+        y = scipy.signal.sosfiltfilt(sos, y)
+    return y.astype(np.float32)
 
 
 def analyse(audio: np.ndarray, sample_rate: int) -> Analysis:
@@ -322,7 +342,7 @@ def analyse(audio: np.ndarray, sample_rate: int) -> Analysis:
     import librosa
 
     y = _prepare(audio, sample_rate)
-    if y.size < N_FFT:
+    if y.size < N_FFT or not np.max(np.abs(y)) > 10.0 ** (SILENT_PEAK_DBFS / 20.0):
         return _nan_analysis()
     rms = librosa.feature.rms(y=y, frame_length=N_FFT, hop_length=HOP_LENGTH, center=True)[0]
     with np.errstate(divide="ignore"):
@@ -345,8 +365,10 @@ def analyse(audio: np.ndarray, sample_rate: int) -> Analysis:
     pairs[1:] = active[1:] & active[:-1]
     flux = _flux(mel_db, pairs)
     act_mel = mel_db[:, active]
-    ssm = _self_similarity(power[:, active], act_mel)
-    block, static = _block_scale(ssm)
+    chroma = librosa.feature.chroma_stft(S=power, sr=ANALYSIS_RATE, n_fft=N_FFT, tuning=0.0)
+    ssm = _self_similarity(chroma, mel_db, active)
+    block, n_sections = _block_scale(chroma[:, active], act_mel)
+    peakiness = _peakiness(flux + FLUX_SOFT_DB) if flux.size else float("nan")
     p5, p95 = np.percentile(level_db[active], [5.0, 95.0])
     freqs = librosa.fft_frequencies(sr=ANALYSIS_RATE, n_fft=N_FFT)
     metrics = {
@@ -356,8 +378,10 @@ def analyse(audio: np.ndarray, sample_rate: int) -> Analysis:
         "pca_coverage": _pca_coverage(act_mel),
         "dynamic_range_db": float(p95 - p5),
         "flux_mean": float(np.mean(flux)) if flux.size else float("nan"),
-        "onset_peakiness": _peakiness(flux + FLUX_SOFT_DB) if flux.size else float("nan"),
-        "static_clip": static,
+        "onset_peakiness": peakiness,
+        "loudness_range_lu": _loudness_range_lu(y),
+        "n_sections": float(n_sections),
+        "static_clip": float(peakiness < STATIC_PEAKINESS),
     }
     rel = act_mel - act_mel.max()
     embedding = np.concatenate([rel.mean(axis=1), rel.std(axis=1)])

@@ -163,6 +163,8 @@ class Analysis:
     metrics: dict[str, float]
     ssm: np.ndarray | None  # [SSM_GRID, SSM_GRID] over the clip's duration, None when silent
     embedding: np.ndarray | None  # mean and std of the floored log-mel (dB), None when silent
+    # where the segmentation's sections start, in s from the clip's start (not cached)
+    boundaries_s: np.ndarray | None = None
 
 
 def _nan_analysis() -> Analysis:
@@ -218,9 +220,9 @@ def _grid_ssm(ssm: np.ndarray) -> np.ndarray:
     return scipy.ndimage.zoom(ssm, zoom, order=1, mode="nearest")[:SSM_GRID, :SSM_GRID]
 
 
-def _block_scale(chroma: np.ndarray, mel_db: np.ndarray) -> tuple[float, int]:
-    """(frame-weighted mean section length in s, number of sections) of the active frames'
-    Laplacian segmentation; NaN when it finds no boundary."""
+def _block_scale(chroma: np.ndarray, mel_db: np.ndarray) -> tuple[float, int, np.ndarray]:
+    """(frame-weighted mean section length in s, number of sections, boundary frames) of the
+    active frames' Laplacian segmentation; NaN when it finds no boundary."""
     import librosa
 
     from eisbach.structure import segment
@@ -228,11 +230,11 @@ def _block_scale(chroma: np.ndarray, mel_db: np.ndarray) -> tuple[float, int]:
     mfcc = librosa.feature.mfcc(S=mel_db, n_mfcc=N_MFCC)
     seg = segment(chroma, mfcc, mel_db, HOP_LENGTH / ANALYSIS_RATE)
     if seg.boundaries.size == 0:
-        return float("nan"), 1
+        return float("nan"), 1, seg.boundaries
     edges = np.concatenate([[0], seg.boundaries, [mel_db.shape[1]]])
     lengths = np.diff(edges).astype(np.float64)
     block = float(np.sum(lengths**2) / np.sum(lengths) * HOP_LENGTH / ANALYSIS_RATE)
-    return block, int(lengths.size)
+    return block, int(lengths.size), seg.boundaries
 
 
 def _loudness_range_lu(y: np.ndarray) -> float:
@@ -367,7 +369,8 @@ def analyse(audio: np.ndarray, sample_rate: int) -> Analysis:
     act_mel = mel_db[:, active]
     chroma = librosa.feature.chroma_stft(S=power, sr=ANALYSIS_RATE, n_fft=N_FFT, tuning=0.0)
     ssm = _self_similarity(chroma, mel_db, active)
-    block, n_sections = _block_scale(chroma[:, active], act_mel)
+    block, n_sections, bounds = _block_scale(chroma[:, active], act_mel)
+    boundaries_s = np.flatnonzero(active)[bounds] * HOP_LENGTH / ANALYSIS_RATE
     peakiness = _peakiness(flux + FLUX_SOFT_DB) if flux.size else float("nan")
     p5, p95 = np.percentile(level_db[active], [5.0, 95.0])
     freqs = librosa.fft_frequencies(sr=ANALYSIS_RATE, n_fft=N_FFT)
@@ -385,7 +388,9 @@ def analyse(audio: np.ndarray, sample_rate: int) -> Analysis:
     }
     rel = act_mel - act_mel.max()
     embedding = np.concatenate([rel.mean(axis=1), rel.std(axis=1)])
-    return Analysis({k: float(metrics[k]) for k in METRICS}, _grid_ssm(ssm), embedding)
+    return Analysis(
+        {k: float(metrics[k]) for k in METRICS}, _grid_ssm(ssm), embedding, boundaries_s
+    )
 
 
 def compute_metrics(audio: np.ndarray, sample_rate: int) -> dict[str, float]:

@@ -124,7 +124,41 @@ def dynamic_piece(seconds: float = 10.0, rate: int = 16000, seed: int = 0) -> np
     return np.asarray(y * gain, np.float32)
 
 
+def built_piece(cuts: dict, form: str, section_s: float, rate: int, gap_s: float = 0.0):
+    """A piece of known form cut and joined from recordings: ``cuts`` maps each letter of
+    ``form`` (e.g. "ABAB") to (mono audio at ``rate``, start in s); every occurrence of a letter
+    is the same cut of ``section_s`` seconds, and ``gap_s`` of digital silence may separate the
+    sections. Returns (audio, reference intervals [n, 2] in s): the sections as a structure
+    annotation would mark them, each joint (a gap's middle) a boundary, for mir_eval.segment."""
+    n = int(round(section_s * rate))
+    gap = np.zeros(int(round(gap_s * rate)), np.float32)
+    parts, edges, t = [], [0.0], 0.0
+    for i, letter in enumerate(form):
+        audio, start = cuts[letter]
+        first = int(round(start * rate))
+        cut = np.asarray(audio[first : first + n], np.float32)
+        if cut.size < n:
+            raise ValueError(f"cut {letter!r} at {start} s is shorter than {section_s} s")
+        if i:
+            parts.append(gap)
+            edges.append(t + gap_s / 2)
+            t += gap_s
+        parts.append(cut)
+        t += section_s
+    edges.append(t)
+    intervals = np.stack([edges[:-1], edges[1:]], axis=1)
+    return np.concatenate(parts), intervals
+
+
+def arpeggio(seconds: float = 10.0, rate: int = 16000, seed: int = 0) -> np.ndarray:
+    """One steady section: the C-major arpeggio of SECTION_A throughout (notes, no boundary)."""
+    rng = np.random.default_rng(seed)
+    return np.asarray(0.5 * _notes(SECTION_A, seconds, rate, rng), np.float32)
+
+
 __all__ = [
+    "arpeggio",
+    "built_piece",
     "compressed",
     "drone",
     "dynamic_piece",

@@ -83,8 +83,12 @@ def _laplacian_embedding(chroma: np.ndarray, mfcc: np.ndarray) -> np.ndarray:
 
 def _contrast_db(mel_db: np.ndarray, bounds: np.ndarray) -> float:
     edges = np.concatenate([[0], bounds, [mel_db.shape[1]]])
-    means = [mel_db[:, a:b].mean(axis=1) for a, b in zip(edges[:-1], edges[1:]) if b > a]
-    diffs = [float(np.sqrt(np.mean((x - y) ** 2))) for x, y in zip(means[:-1], means[1:])]
+    means = [
+        mel_db[:, a:b].mean(axis=1) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a
+    ]
+    diffs = [
+        float(np.sqrt(np.mean((x - y) ** 2))) for x, y in zip(means[:-1], means[1:], strict=True)
+    ]
     return min(diffs) if diffs else 0.0
 
 

@@ -174,17 +174,26 @@ def paired_claim(
     pairs: dict, name: str, higher_is_barrier: bool, cfg: dict, band: tuple[float, str] = (0, "")
 ) -> dict:
     """Barrier - baseline of one metric: the mean difference of each training seed's pairs,
-    tested over seeds (eisbach.stats.cluster_reading) against the band +-delta."""
+    tested over seeds (eisbach.stats.cluster_reading) against the band +-delta. Pairs where
+    either clip is static (eisbach.metrics: no onset, a drone) are left out and counted, with
+    each group's share of static clips beside the reading, so a model that drifts toward drones
+    cannot win a claim by them."""
+    shares = static_shares(pairs)
+    static = sum(1 for ps in pairs.values() for x, y in ps if _is_static(x) or _is_static(y))
     finite = {
         cluster: [
-            (x[name], y[name]) for x, y in ps if np.isfinite(x[name]) and np.isfinite(y[name])
+            (x[name], y[name])
+            for x, y in ps
+            if np.isfinite(x[name])
+            and np.isfinite(y[name])
+            and not (_is_static(x) or _is_static(y))
         ]
         for cluster, ps in pairs.items()
     }
     finite = {cluster: ps for cluster, ps in finite.items() if ps}
     values = [v for ps in finite.values() for v in ps]
-    result = {"pairs": len(values)}
-    dropped = sum(len(ps) for ps in pairs.values()) - len(values)
+    result = {"pairs": len(values), "static_pairs": static} | shares
+    dropped = sum(len(ps) for ps in pairs.values()) - len(values) - static
     if dropped:
         result["nan_pairs"] = dropped
     if values:
@@ -196,6 +205,21 @@ def paired_claim(
     reading = cluster_reading(diffs, band[0], float(cfg["alpha"]), higher_is_barrier)
     reading.pop("units", None)
     return result | reading | {"min_effect_source": band[1]}
+
+
+def _is_static(row: dict) -> bool:
+    return bool(row.get("static_clip", 0.0) == 1.0)
+
+
+def static_shares(pairs: dict) -> dict:
+    """The share of static clips among the paired barrier and the paired baseline samples."""
+    rows = [xy for ps in pairs.values() for xy in ps]
+    if not rows:
+        return {}
+    return {
+        f"{side}_static_share": float(np.mean([_is_static(xy[i]) for xy in rows]))
+        for i, side in enumerate(("barrier", "baseline"))
+    }
 
 
 def table2_claims(
@@ -354,6 +378,28 @@ def detectable(claim: dict, alpha_one_sided: float) -> dict:
     return {"mde": max(values), "mde_alpha_one_sided": alpha_one_sided, "mde_power": 0.8}
 
 
+def learned_embeddings(rows: list[dict], cfg: dict, cache_dir: Path) -> dict | None:
+    """sha256 -> musicnn embedding of every sample, for the Vendi score on a learned embedding
+    (eisbach.diversity.vendi_cosine); None when evaluate.fd is off or its env is not built."""
+    fd_cfg = cfg.get("fd", {"enabled": False})
+    if not fd_cfg.get("enabled", False):
+        return None
+    from eisbach.frechet import DEFAULT_MODEL, MusicnnEnvMissing, musicnn_embeddings
+
+    try:
+        matrix = musicnn_embeddings(
+            [r["path"] for r in rows],
+            cache_dir / "musicnn",
+            model=fd_cfg.get("model", DEFAULT_MODEL),
+            threads=int(fd_cfg.get("threads", 0)),
+            python=fd_cfg.get("python"),
+        )
+    except MusicnnEnvMissing as exc:
+        print(f"vendi_musicnn: NaN ({exc})")
+        return None
+    return {r["sha256"]: emb for r, emb in zip(rows, matrix, strict=True)}
+
+
 def fd_group_label(row: dict) -> str:
     """Samples pooled over training seeds: base, or the run id without its seed."""
     return "base" if row["group"] == "base" else row["run_id"].rsplit("_s", 1)[0]
@@ -420,7 +466,7 @@ def main(argv=None) -> None:
     manifest = pq.read_table(args.manifest).to_pylist()
     references = score_references(manifest, cache, stats, args.manifest)
     rows = per_sample.to_pylist()
-    prompt_rows = diversity.per_prompt(rows, analyses)
+    prompt_rows = diversity.per_prompt(rows, analyses, learned_embeddings(rows, cfg, cache_dir))
 
     stage_config = {"evaluate": cfg, "runs": sorted(runs), "metrics_version": metrics_version()}
     meta = provenance.parquet_metadata(stage_config, stage="evaluate")

@@ -257,7 +257,8 @@ def _spectral_contrast_db(power: np.ndarray, freqs: np.ndarray) -> float:
     import librosa
     import scipy.ndimage
 
-    keep = freqs <= CONTRAST_FMAX
+    # the lowest band starts above the DC high-pass, whose stop band would be its valley
+    keep = (freqs >= 2.0 * DC_HIGHPASS_HZ) & (freqs <= CONTRAST_FMAX)
     window = _seconds_to_frames(CONTRAST_SMOOTH_S)
     smooth = scipy.ndimage.uniform_filter1d(power[keep], size=window, axis=1, mode="nearest")
     contrast = librosa.feature.spectral_contrast(

@@ -21,6 +21,10 @@ TABLE2_COLUMNS = [
     "pairs",
     "barrier_mean",
     "baseline_mean",
+    # beside every metric: the share of static clips (drones) per group, left out of the pairs
+    "barrier_static_share",
+    "baseline_static_share",
+    "static_pairs",
     "min_effect",
     *READING_COLUMNS,
 ]

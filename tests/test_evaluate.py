@@ -231,3 +231,25 @@ def test_likeness_reads_every_group_by_median_and_quartiles():
     assert table["base samples"]["clips"] == 2 and table["base samples"]["static_clip"] == 0.0
     assert table["barrier samples"]["static_clip"] == 1.0
     assert table["barrier samples"]["ssm_block_scale"] is None  # static clips have no block
+
+
+def test_static_clips_are_left_out_of_every_table2_metric_and_their_share_shown():
+    """A drone (static_clip 1) that out-scores music on contrast must not win the claim: its
+    pairs are left out of every Table 2 metric, and each group's static share is shown."""
+    runs, rows = build(
+        [(EISBACH, DORA, s, 0.0) for s in (0, 1)] + [(NONE, DORA, s, 0.0) for s in (0, 1)]
+    )
+    for row in rows:
+        row["static_clip"] = 0.0
+        if row["group"] == "barrier" and row["prompt_id"] == "seal":
+            row |= {"static_clip": 1.0, "spectral_contrast_db": 99.0}
+    claims = claims_by_id(table2_claims(rows, runs, CFG))
+    n = 2 * len(PROMPTS) * len(SAMPLE_SEEDS)
+    for name, spec in METRICS.items():
+        if not spec.table2:
+            continue
+        c = claims[f"table2.{name}"]
+        assert c["static_pairs"] == 2 * len(SAMPLE_SEEDS) and c["pairs"] == n - c["static_pairs"]
+        assert c["barrier_static_share"] == pytest.approx(1 / 3)
+        assert c["baseline_static_share"] == 0.0
+        assert c["diff"] == pytest.approx(0.0, abs=1e-9)  # the drones' 99 dB never enter

@@ -199,3 +199,56 @@ def test_a_sustained_chord_is_static_and_real_music_is_not(music):
         real = analyse(audio[: 10 * RATE], RATE).metrics
         assert real["static_clip"] == 0.0, name
         assert chord["spectral_contrast_db"] > real["spectral_contrast_db"], name
+
+
+@pytest.fixture(scope="module")
+def four_and_four(music, tmp_path_factory):
+    """Four real excerpts from four tracks and four drones on four roots, as 10 s WAVs, with
+    their analyses and musicnn embeddings (NaN rows... never: the env runs or the test skips)."""
+    from eisbach.atomic import write_wav
+    from eisbach.frechet import MUSICNN_VENV, musicnn_embeddings
+
+    if not (MUSICNN_VENV / "bin" / "python").exists():
+        pytest.skip(f"the musicnn env is not built ({MUSICNN_VENV}; `make setup` builds it)")
+    folder = tmp_path_factory.mktemp("vendi")
+    names = [
+        "muldjord-armygeddon",
+        "muldjord-chaos_god",
+        "singularity-nebula",
+        "singularity-coherence",
+    ]
+    clips = {f"real-{n}": (music[n][10 * RATE : 20 * RATE], RATE) for n in names}
+    clips |= {
+        f"drone-{f:g}": (P.drone(10.0, 16_000, f), 16_000) for f in (55.0, 82.4, 110.0, 146.8)
+    }
+    paths = {}
+    for name, (audio, rate) in clips.items():
+        paths[name] = folder / f"{name}.wav"
+        write_wav(paths[name], audio, rate)
+    learned = musicnn_embeddings(list(paths.values()), folder / "cache", threads=2)
+    return {
+        name: (analyse(*clips[name]).embedding, emb)
+        for name, emb in zip(paths, learned, strict=True)
+    }
+
+
+def test_vendi_on_musicnn_counts_four_real_pieces_above_four_drones(four_and_four):
+    from eisbach.diversity import vendi, vendi_cosine
+
+    real = [v for k, v in four_and_four.items() if k.startswith("real")]
+    drones = [v for k, v in four_and_four.items() if k.startswith("drone")]
+    learned_real, learned_drones = (
+        vendi_cosine([e for _, e in real]),
+        vendi_cosine([e for _, e in drones]),
+    )
+    assert learned_real > learned_drones + 0.5, (learned_real, learned_drones)
+    # the spectral embedding alone reads the drones as diverse as (or more than) real music
+    assert vendi([s for s, _ in drones]) > 3.0
+
+
+def test_consistency_of_real_music_with_itself_at_minus_20_db(music):
+    from eisbach.diversity import consistency
+
+    y = music["singularity-coherence"][5 * RATE : 15 * RATE]
+    ssm = analyse(y, RATE).ssm
+    assert consistency([ssm, analyse(P.with_gain(y, -20.0), RATE).ssm]) > 0.999

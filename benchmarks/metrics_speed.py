@@ -63,9 +63,16 @@ def families(clip) -> dict:
     pairs = np.ones(mel_db.shape[1], bool)
     pairs[0] = False
     return {
-        "block scale (chroma, SSM, Foote)": lambda: metrics._block_scale(
-            metrics._self_similarity(power, mel_db)
+        "block scale (chroma, Laplacian segmentation)": lambda: metrics._block_scale(
+            librosa.feature.chroma_stft(S=power, sr=ANALYSIS_RATE, n_fft=N_FFT, tuning=0.0),
+            mel_db,
         ),
+        "consistency SSM (chroma, timbre)": lambda: metrics._self_similarity(
+            librosa.feature.chroma_stft(S=power, sr=ANALYSIS_RATE, n_fft=N_FFT, tuning=0.0),
+            mel_db,
+            np.ones(mel_db.shape[1], bool),
+        ),
+        "loudness range (pyebur128)": lambda: metrics._loudness_range_lu(y),
         "spectral contrast": lambda: metrics._spectral_contrast_db(power, freqs),
         "flux sparsity": lambda: metrics._gini(metrics._flux(mel_db, pairs) + 0.5),
         "pca coverage": lambda: metrics._pca_coverage(mel_db),

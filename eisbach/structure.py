@@ -95,6 +95,15 @@ def _contrast_db(mel_db: np.ndarray, bounds: np.ndarray) -> float:
 def segment(chroma: np.ndarray, mfcc: np.ndarray, mel_db: np.ndarray, frame_s: float):
     """Segmentation of a clip from its per-frame chroma [12, T], MFCC [n, T] and mel in dB
     [64, T] (frames of ``frame_s`` seconds). Boundaries index those frames."""
+    from threadpoolctl import threadpool_limits
+
+    # a few hundred frames: scikit-learn's OpenMP threads cost more than they save (k-means
+    # took 0.12 s a fit on a busy 2-core machine, 40x the STFT; benchmarks/metrics_speed.py)
+    with threadpool_limits(limits=1):
+        return _segment(chroma, mfcc, mel_db, frame_s)
+
+
+def _segment(chroma: np.ndarray, mfcc: np.ndarray, mel_db: np.ndarray, frame_s: float):
     import sklearn.cluster
     import sklearn.metrics
 

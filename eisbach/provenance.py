@@ -50,15 +50,20 @@ def config_hash(config) -> str:
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:16]
 
 
-@cache
-def package_versions() -> dict[str, str]:
+def versions_of(names) -> dict[str, str]:
+    """Python's version and each named package's ("absent" where one is not installed)."""
     versions = {"python": platform.python_version()}
-    for name in TRACKED_PACKAGES:
+    for name in names:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
+
+
+@cache
+def package_versions() -> dict[str, str]:
+    return versions_of(TRACKED_PACKAGES)
 
 
 @cache

@@ -1,8 +1,13 @@
 """Per-clip analyses kept between runs of the evaluate stage, keyed by the clip's sha256.
 
 Snakemake deletes a job's outputs before it reruns, so the cache lives beside them in a folder
-no rule declares. Its subfolder is named by the hash of eisbach/metrics.py: any change to a
-metric's code starts a fresh cache, so a stale value is never reused.
+no rule declares, where no rerun clears it. It is therefore never trusted: each entry records
+the key it was computed for, the clip's sha256 and the analysis version (the hash of the
+analysis code and of the packages it ran on, :func:`metrics_version`), with a sha256 of its own
+contents, and :meth:`ScoreCache.get` checks all three. An entry that cannot be read, belongs to
+another clip or version, or whose contents changed is discarded with a warning that names it,
+and the clip is analysed afresh. The subfolder is named by the version too, so an upgrade of
+librosa or an edit of eisbach/metrics.py starts a fresh cache rather than a cache of misses.
 """
 
 from __future__ import annotations
@@ -10,43 +15,114 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import warnings
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from eisbach import metrics
 from eisbach.atomic import atomic_path
+from eisbach.provenance import versions_of
+
+# What an analysis's numbers depend on besides its input: these sources, and the packages that
+# read the audio (soundfile), resample it (librosa, soxr) and compute on it.
+ANALYSIS_SOURCES = (Path(metrics.__file__), Path(__file__))
+ANALYSIS_PACKAGES = ("numpy", "scipy", "librosa", "soxr", "numba", "soundfile")
+ENTRY_FORMAT = 2
+ARRAYS = ("ssm", "embedding")
 
 
+class CacheEntryDiscarded(UserWarning):
+    """A cache entry was unreadable or did not match its key; the clip is analysed afresh."""
+
+
+def analysis_environment() -> dict[str, str]:
+    """Python and the versions of ANALYSIS_PACKAGES."""
+    return versions_of(ANALYSIS_PACKAGES)
+
+
+@cache
 def metrics_version() -> str:
-    return hashlib.sha256(Path(metrics.__file__).read_bytes()).hexdigest()[:16]
+    """sha256 (first 16 hex) of the analysis code and of its environment: what a cached
+    analysis must share with the run that reuses it."""
+    digest = hashlib.sha256()
+    for path in ANALYSIS_SOURCES:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(json.dumps(analysis_environment(), sort_keys=True).encode())
+    return digest.hexdigest()[:16]
+
+
+def _content_sha256(values_json: str, arrays: dict[str, np.ndarray]) -> str:
+    digest = hashlib.sha256(values_json.encode())
+    for name in ARRAYS:
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"\0{name}\0{array.dtype.str}\0{array.shape}\0".encode())
+        digest.update(array.tobytes())
+    return digest.hexdigest()
 
 
 class ScoreCache:
     def __init__(self, root: Path):
-        self.dir = Path(root) / metrics_version()
+        self.version = metrics_version()
+        self.dir = Path(root) / self.version
 
-    def _path(self, sha256: str) -> Path:
+    def path(self, sha256: str) -> Path:
         return self.dir / f"{sha256}.npz"
 
     def get(self, sha256: str) -> metrics.Analysis | None:
-        path = self._path(sha256)
+        """The analysis cached for the clip with this sha256, or None: when there is none, or
+        when the entry fails a check (then with a CacheEntryDiscarded warning naming it)."""
+        path = self.path(sha256)
         if not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as data:
-            values = json.loads(str(data["metrics"]))
-            ssm = data["ssm"] if data["ssm"].size else None
-            embedding = data["embedding"] if data["embedding"].size else None
-        return metrics.Analysis(values, ssm, embedding)
+        try:
+            return self._read(path, sha256)
+        except Exception as exc:  # whatever the damage, the entry is not used
+            # put() replaces it once the clip is analysed again
+            warnings.warn(
+                f"score cache: discarded {path}: {exc}; the clip is analysed afresh",
+                CacheEntryDiscarded,
+                stacklevel=2,
+            )
+            return None
+
+    def _read(self, path: Path, sha256: str) -> metrics.Analysis:
+        # an open file of our own: np.load leaves its file open when the zip fails to parse
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as data:
+            key = json.loads(str(data["key"]))
+            values_json = str(data["metrics"])
+            arrays = {name: data[name] for name in ARRAYS}
+        expected = {"clip_sha256": sha256, "metrics_version": self.version}
+        found = {k: key.get(k) for k in expected}
+        if key.get("format") != ENTRY_FORMAT or found != expected:
+            raise ValueError(f"its key {found} is not {expected}")
+        if key.get("content_sha256") != _content_sha256(values_json, arrays):
+            raise ValueError("its contents do not match the sha256 it recorded")
+        values = json.loads(values_json)
+        if not isinstance(values, dict) or set(values) != set(metrics.METRICS):
+            raise ValueError("its metrics are not the names of eisbach.metrics.METRICS")
+        return metrics.Analysis(
+            values,
+            arrays["ssm"] if arrays["ssm"].size else None,
+            arrays["embedding"] if arrays["embedding"].size else None,
+        )
 
     def put(self, sha256: str, analysis: metrics.Analysis) -> None:
+        # in the metrics' own order: a cached row has the columns of a fresh one
+        values_json = json.dumps(analysis.metrics)
+        arrays = {
+            "ssm": np.zeros(0) if analysis.ssm is None else analysis.ssm,
+            "embedding": np.zeros(0) if analysis.embedding is None else analysis.embedding,
+        }
+        key = {
+            "format": ENTRY_FORMAT,
+            "clip_sha256": sha256,
+            "metrics_version": self.version,
+            "content_sha256": _content_sha256(values_json, arrays),
+        }
         buffer = io.BytesIO()
-        np.savez(
-            buffer,
-            metrics=np.array(json.dumps(analysis.metrics)),
-            ssm=np.zeros(0) if analysis.ssm is None else analysis.ssm,
-            embedding=np.zeros(0) if analysis.embedding is None else analysis.embedding,
-        )
+        np.savez(buffer, key=np.array(json.dumps(key)), metrics=np.array(values_json), **arrays)
         self.dir.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self._path(sha256)) as tmp:
+        with atomic_path(self.path(sha256)) as tmp:
             Path(tmp).write_bytes(buffer.getvalue())

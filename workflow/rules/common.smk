@@ -60,8 +60,9 @@ wildcard_constraints:
 
 
 def as_arg(obj):
-    """A config section as one shell-quoted JSON argument."""
-    return shlex.quote(json.dumps(obj, sort_keys=True))
+    """A config section as one JSON argument; the shell line quotes it (`:q`), as it quotes
+    every placeholder (tests/test_rule_quoting.py)."""
+    return json.dumps(obj, sort_keys=True)
 
 
 def section_arg(name):
@@ -105,11 +106,18 @@ def stage_resources(section):
 
 
 def torchrun(section):
-    """The interpreter's arguments that launch one process per GPU when a job has several."""
+    """The interpreter's arguments (argv items) that launch one process per GPU when a job has
+    several; none otherwise."""
     gpus = int(train_resources(section)["gpu"])
     if gpus > 1:
-        return f"-m torch.distributed.run --standalone --nproc-per-node {gpus}"
-    return ""
+        return [
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(gpus),
+        ]
+    return []
 
 
 def matched_run_json(wildcards):

@@ -35,7 +35,7 @@ rule data_metadata:
         python=PYTHON,
         data=DATA_ARG,
     shell:
-        "{params.python} scripts/data.py metadata --config-json {params.data} "
+        "{params.python:q} scripts/data.py metadata --config-json {params.data:q} "
         "--out {output.metadata:q} > {log:q} 2>&1"
 
 
@@ -64,7 +64,7 @@ rule data_shard:
             ["--metadata", input.metadata] if input.metadata else []
         ),
     shell:
-        "{params.python} scripts/data.py shard --config-json {params.data} "
+        "{params.python:q} scripts/data.py shard --config-json {params.data:q} "
         "--sample-rate {params.sample_rate:q} {params.metadata:q} --shard {wildcards.shard:q} "
         "--shards {params.shards:q} --data-dir results/data --out {output.shard:q} > {log:q} 2>&1"
 
@@ -89,6 +89,6 @@ rule manifest:
         data=DATA_ARG,
         sample_rate=config["backend"]["sample_rate"],
     shell:
-        "{params.python} scripts/data.py manifest --config-json {params.data} "
+        "{params.python:q} scripts/data.py manifest --config-json {params.data:q} "
         "--sample-rate {params.sample_rate:q} --out {output.manifest:q} {input.shards:q} "
         "> {log:q} 2>&1"

@@ -22,6 +22,6 @@ rule evaluate:
         evaluate=section_arg("evaluate"),
         run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
     shell:
-        "{params.python} scripts/evaluate.py --index {input.index:q} --manifest {input.manifest:q} "
-        "--runs {params.run_dirs:q} --evaluate-json {params.evaluate} --out-dir results/metrics "
+        "{params.python:q} scripts/evaluate.py --index {input.index:q} --manifest {input.manifest:q} "
+        "--runs {params.run_dirs:q} --evaluate-json {params.evaluate:q} --out-dir results/metrics "
         "--threads {threads:q} > {log:q} 2>&1"

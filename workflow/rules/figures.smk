@@ -64,8 +64,8 @@ rule figures:
         python=PYTHON,
         run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
     shell:
-        "{params.python} scripts/figures.py --summary {input.summary} "
-        "--per-sample {input.per_sample} --per-prompt {input.per_prompt} "
-        "--latents-manifest {input.latents} --runs {params.run_dirs} "
+        "{params.python:q} scripts/figures.py --summary {input.summary:q} "
+        "--per-sample {input.per_sample:q} --per-prompt {input.per_prompt:q} "
+        "--latents-manifest {input.latents:q} --runs {params.run_dirs:q} "
         "--figures-dir results/figures --tables-dir results/tables "
-        "--analysis-cache results/metrics/cache/analyses > {log} 2>&1"
+        "--analysis-cache results/metrics/cache/analyses > {log:q} 2>&1"

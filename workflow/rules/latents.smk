@@ -20,7 +20,7 @@ rule latents:
         latents=section_arg("latents"),
         out_dir=lambda wildcards, output: os.path.dirname(output.summary),
     shell:
-        "{params.python} -m eisbach.gpu_slots --gpus {resources.gpu} -- "
+        "{params.python:q} -m eisbach.gpu_slots --gpus {resources.gpu:q} -- "
         "scripts/latents.py --manifest {input.manifest:q} "
-        "--backend-json {params.backend} --latents-json {params.latents} "
+        "--backend-json {params.backend:q} --latents-json {params.latents:q} "
         "--out-dir {params.out_dir:q} --threads {threads:q} > {log:q} 2>&1"

@@ -31,9 +31,9 @@ rule report_html:
     params:
         python=PYTHON,
         run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
-        profile=shlex.quote(str(config["profile"])),
+        profile=str(config["profile"]),
     shell:
-        "{params.python} scripts/report.py --summary {input.summary} "
-        "--per-sample {input.per_sample} --manifest {input.manifest} "
-        "--figures-dir results/figures --tables-dir results/tables --runs {params.run_dirs} "
-        "--profile {params.profile} --out {output.html} > {log} 2>&1"
+        "{params.python:q} scripts/report.py --summary {input.summary:q} "
+        "--per-sample {input.per_sample:q} --manifest {input.manifest:q} "
+        "--figures-dir results/figures --tables-dir results/tables --runs {params.run_dirs:q} "
+        "--profile {params.profile:q} --out {output.html:q} > {log:q} 2>&1"

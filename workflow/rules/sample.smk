@@ -28,10 +28,10 @@ rule sample_run:
         base_dir=lambda wildcards, input: os.path.dirname(input.model),
         out_dir=lambda wildcards, output: os.path.dirname(output.index),
     shell:
-        "{params.python} -m eisbach.gpu_slots --gpus {resources.gpu} -- "
+        "{params.python:q} -m eisbach.gpu_slots --gpus {resources.gpu:q} -- "
         "scripts/sample.py run --run-id {wildcards.sampled:q} {params.run_dir:q} "
         "--base-dir {params.base_dir:q} --latents-dir {params.latents_dir:q} "
-        "--sample-json {params.sample} --backend-json {params.backend} "
+        "--sample-json {params.sample:q} --backend-json {params.backend:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
@@ -51,4 +51,4 @@ rule sample_index:
     params:
         python=PYTHON,
     shell:
-        "{params.python} scripts/sample.py gather {input:q} --out {output.index:q} > {log:q} 2>&1"
+        "{params.python:q} scripts/sample.py gather {input:q} --out {output.index:q} > {log:q} 2>&1"

@@ -23,10 +23,10 @@ rule pretrain_base:
         latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
-        "{params.python} -m eisbach.gpu_slots --gpus {resources.gpu} -- {params.torchrun} "
+        "{params.python:q} -m eisbach.gpu_slots --gpus {resources.gpu:q} -- {params.torchrun:q} "
         "scripts/train.py base "
         "--latents-dir {params.latents_dir:q} "
-        "--backend-json {params.backend} --train-json {params.base} "
+        "--backend-json {params.backend:q} --train-json {params.base:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"
 
 
@@ -66,10 +66,10 @@ rule finetune:
         base_dir=lambda wildcards, input: os.path.dirname(input.model),
         out_dir=lambda wildcards, output: os.path.dirname(output.run),
     shell:
-        "{params.python} -m eisbach.gpu_slots --gpus {resources.gpu} -- {params.torchrun} "
+        "{params.python:q} -m eisbach.gpu_slots --gpus {resources.gpu:q} -- {params.torchrun:q} "
         "scripts/train.py adapter "
         "--latents-dir {params.latents_dir:q} "
-        "--backend-json {params.backend} --train-json {params.train} "
-        "--base-dir {params.base_dir:q} --scheme-json {params.scheme} "
-        "--adapter-json {params.adapter} --seed {params.seed:q} {params.match:q} "
+        "--backend-json {params.backend:q} --train-json {params.train:q} "
+        "--base-dir {params.base_dir:q} --scheme-json {params.scheme:q} "
+        "--adapter-json {params.adapter:q} --seed {params.seed:q} {params.match:q} "
         "--out-dir {params.out_dir:q} > {log:q} 2>&1"

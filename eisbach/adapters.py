@@ -61,7 +61,11 @@ def save(model, out_dir: Path) -> None:
     base = config.get("base_model_name_or_path")
     if base and Path(base).is_dir():
         config["base_model_name_or_path"] = os.path.relpath(Path(base).resolve(), out_dir.resolve())
-        config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    # peft keeps target_modules as a set, written in the order of string hashing, which
+    # changes from process to process; sorted, the file is the same for the same run.
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     for name in ADAPTER_FILES:
         share_mode(tmp_dir / name)
         (tmp_dir / name).replace(out_dir / name)

@@ -20,6 +20,9 @@ import matplotlib
 matplotlib.use("Agg")
 # SVG text stays text, so that a paper's editor can restyle the labels (and tests can read them)
 matplotlib.rcParams["svg.fonttype"] = "none"
+# a fixed salt for the SVG's clip-path and marker ids (a random one by default), so that one
+# figure is the same bytes on every run
+matplotlib.rcParams["svg.hashsalt"] = "eisbach"
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
@@ -86,7 +89,11 @@ def save_figure(fig, stem: Path, record: dict) -> list[Path]:
     paths = []
     for ext, metadata in (
         ("png", {"Software": "eisbach", "Comment": stamp}),
-        ("svg", {"Creator": "eisbach", "Description": stamp}),
+        # dc:date is the record's source date (SOURCE_DATE_EPOCH or the commit), not the clock
+        (
+            "svg",
+            {"Creator": "eisbach", "Description": stamp, "Date": record.get("source_date_utc")},
+        ),
     ):
         path = stem.with_suffix(f".{ext}")
         with atomic_path(path, suffix=f".tmp.{ext}") as tmp:

@@ -1,4 +1,9 @@
-"""Where an artefact came from: config hash, package versions and git commit."""
+"""Where an artefact came from: config hash, package versions and git commit.
+
+Nothing here reads the clock, so that two clean runs of one commit write byte-identical
+artefacts (the reproducible-builds convention): the one date a record carries is the source
+date, ``SOURCE_DATE_EPOCH`` when set, else the time of the commit (:func:`source_date_utc`).
+"""
 
 from __future__ import annotations
 
@@ -66,67 +71,96 @@ def package_versions() -> dict[str, str]:
     return versions_of(TRACKED_PACKAGES)
 
 
+def _git(*args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(REPO_ROOT), *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=10,
+    ).stdout.strip()
+
+
 @cache
 def git_commit() -> str:
     """HEAD of the project checkout, with '+dirty' when tracked files differ from it; without a
     checkout, EISBACH_GIT_COMMIT (the Dockerfile's required REVISION)."""
     try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=10,
-        ).stdout.strip()
+        head = _git("rev-parse", "HEAD")
+        dirty = _git("status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         # No git or no .git (the container): the commit the image was built from, if any.
         return os.environ.get("EISBACH_GIT_COMMIT") or "unknown"
     return head + ("+dirty" if dirty else "")
 
 
+def source_date_utc() -> str | None:
+    """The date an artefact of this code is stamped with: ``SOURCE_DATE_EPOCH`` (seconds since
+    1970, UTC) when set, else the committer time of HEAD; None outside a git checkout."""
+    raw = os.environ.get("SOURCE_DATE_EPOCH")
+    if raw is None:
+        try:
+            raw = _git("log", "-1", "--format=%ct")
+        except (OSError, subprocess.SubprocessError):
+            return None
+    try:
+        when = datetime.fromtimestamp(int(raw), UTC)
+    except (ValueError, OverflowError, OSError) as exc:
+        raise ValueError(f"SOURCE_DATE_EPOCH={raw!r} is not a count of seconds") from exc
+    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def provenance(config) -> dict:
-    """The provenance record stored with every artefact."""
+    """The provenance record stored with every artefact: the same on every run of a commit."""
     return {
         "config_hash": config_hash(config),
         "git_commit": git_commit(),
         "packages": package_versions(),
-        "created_utc": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "source_date_utc": source_date_utc(),
     }
 
 
 def content_provenance(config) -> dict:
     """The provenance that goes inside a file whose bytes are hashed (a WAV's comment): no
-    timestamp and no git commit, so that identical audio has an identical sha256 on every run
-    and commit, and rewriting one clip does not invalidate what was derived from the others.
-    The full record, with both, stays in the stage's Parquet metadata."""
+    date and no git commit, so that identical audio has an identical sha256 on every commit,
+    and rewriting one clip does not invalidate what was derived from the others. The full
+    record, with both, stays in the stage's Parquet metadata."""
     record = provenance(config)
-    for key in ("created_utc", "git_commit"):
+    for key in ("source_date_utc", "git_commit"):
         record.pop(key)
     return record
 
 
+# Besides the package: the lock (package versions), the scripts the rules call and the workflow.
+CODE_FILES = ("envs/requirements.lock", "scripts", "Snakefile", "workflow")
+
+
 @cache
 def code_digest() -> str:
-    """sha256 (first 16 hex) of the package's Python sources, names and bytes: what a resumed
-    training checkpoint must share with the code that resumes it."""
-    root = Path(__file__).resolve().parent
+    """sha256 (first 16 hex) of the package's Python sources and of CODE_FILES under the
+    checkout, names and bytes: what a resumed training checkpoint must share with the code that
+    resumes it."""
+    package = Path(__file__).resolve().parent
+    files = [(p.relative_to(REPO_ROOT), p) for p in sorted(package.rglob("*.py"))]
+    for name in CODE_FILES:
+        top = REPO_ROOT / name
+        found = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
+        files += [(p.relative_to(REPO_ROOT), p) for p in found if p.is_file()]
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+    for rel, path in files:
+        if "__pycache__" in rel.parts:
+            continue
+        digest.update(rel.as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()[:16]
 
 
 def parquet_metadata(config, **extra) -> dict[bytes, bytes]:
-    """Provenance (and extra keys) as Parquet schema metadata under the ``eisbach.`` prefix."""
+    """Provenance (and extra keys) as Parquet schema metadata under the ``eisbach.`` prefix,
+    without a date: a shard's sha256 is recorded downstream, and must not change with the
+    commit's time when its rows do not."""
     record = provenance(config) | extra
+    record.pop("source_date_utc")
     return {
         f"eisbach.{key}".encode(): (
             value if isinstance(value, str) else canonical_json(value)

@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import warnings
+import zipfile
 from functools import cache
 from pathlib import Path
 
@@ -31,6 +32,7 @@ ANALYSIS_SOURCES = (Path(metrics.__file__), Path(__file__))
 ANALYSIS_PACKAGES = ("numpy", "scipy", "librosa", "soxr", "numba", "soundfile")
 ENTRY_FORMAT = 2
 ARRAYS = ("ssm", "embedding")
+ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip member can carry
 
 
 class CacheEntryDiscarded(UserWarning):
@@ -121,8 +123,15 @@ class ScoreCache:
             "metrics_version": self.version,
             "content_sha256": _content_sha256(values_json, arrays),
         }
+        members = {"key": np.array(json.dumps(key)), "metrics": np.array(values_json)} | arrays
         buffer = io.BytesIO()
-        np.savez(buffer, key=np.array(json.dumps(key)), metrics=np.array(values_json), **arrays)
+        # np.savez's layout, with a fixed date on each member instead of the clock's: an
+        # entry's bytes depend on its contents only (byte-identical runs, issue 24)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+            for name, array in members.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=ZIP_DATE)
+                with archive.open(info, "w", force_zip64=True) as fh:
+                    np.lib.format.write_array(fh, np.asanyarray(array), allow_pickle=False)
         self.dir.mkdir(parents=True, exist_ok=True)
         with atomic_path(self.path(sha256)) as tmp:
             Path(tmp).write_bytes(buffer.getvalue())

@@ -224,24 +224,18 @@ def test_a_flipped_sample_or_reference_wav_stops_evaluate(tmp_path):
 
 # --- content hashes -----------------------------------------------------------------------------
 def test_identical_audio_has_an_identical_sha256_across_runs_and_commits(tmp_path, monkeypatch):
-    from datetime import UTC, datetime
-
     from eisbach.atomic import write_wav
 
     audio = np.sin(np.arange(4000) / 3).astype(np.float32) * 0.2
     digests = []
-    for i, (when, commit) in enumerate(
-        [(datetime(2026, 1, 1, tzinfo=UTC), "aaa"), (datetime(2026, 6, 1, tzinfo=UTC), "bbb")]
-    ):
-        monkeypatch.setattr(
-            provenance,
-            "datetime",
-            type("Clock", (), {"now": staticmethod(lambda tz, when=when: when)}),
-        )
+    for i, (epoch, commit) in enumerate([(1767225600, "aaa"), (1780272000, "bbb")]):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", str(epoch))
         monkeypatch.setattr(provenance, "git_commit", lambda commit=commit: commit)
-        assert provenance.provenance({"x": 1})["created_utc"] == when.strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert provenance.provenance({"x": 1})["source_date_utc"].startswith(
+            ("2026-01-01", "2026-06-01")
+        )
         record = provenance.content_provenance({"x": 1})
-        assert "created_utc" not in record and "git_commit" not in record
+        assert "source_date_utc" not in record and "git_commit" not in record
         write_wav(tmp_path / f"{i}.wav", audio, 16000, record)
         digests.append(provenance.file_sha256(tmp_path / f"{i}.wav"))
     assert digests[0] == digests[1]

@@ -136,19 +136,18 @@ CODE_FILES = ("envs/requirements.lock", "scripts", "Snakefile", "workflow")
 
 
 @cache
-def code_digest() -> str:
+def code_digest(root: Path = REPO_ROOT) -> str:
     """sha256 (first 16 hex) of the package's Python sources and of CODE_FILES under the
-    checkout, names and bytes: what a resumed training checkpoint must share with the code that
-    resumes it."""
-    package = Path(__file__).resolve().parent
-    files = [(p.relative_to(REPO_ROOT), p) for p in sorted(package.rglob("*.py"))]
+    checkout ``root``, names and bytes: what a resumed training checkpoint must share with the
+    code that resumes it."""
+    files = sorted((root / "eisbach").rglob("*.py"))
     for name in CODE_FILES:
-        top = REPO_ROOT / name
-        found = sorted(p for p in top.rglob("*") if p.is_file()) if top.is_dir() else [top]
-        files += [(p.relative_to(REPO_ROOT), p) for p in found if p.is_file()]
+        top = root / name
+        files += sorted(top.rglob("*")) if top.is_dir() else [top]
     digest = hashlib.sha256()
-    for rel, path in files:
-        if "__pycache__" in rel.parts:
+    for path in files:
+        rel = path.relative_to(root)
+        if "__pycache__" in rel.parts or not path.is_file():
             continue
         digest.update(rel.as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")

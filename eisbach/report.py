@@ -8,7 +8,10 @@ that holds everything it links to, so that it opens from file:// and travels who
     <report dir>/assets/tables/<table>.csv|md|tex
     <report dir>/assets/samples/<run_id>/<sample>.wav|png   (player and spectrogram)
 
-Assets are hard links to the stage outputs where the file system allows it, else copies.
+Assets are hard links to the stage outputs where the file system allows it, else copies. Each
+sample and training clip is checked against the sha256 recorded for it (per_sample.parquet, the
+summary's prompt references) before it is linked, and provenance.json lists the sha256 of every
+asset the page links to.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from eisbach.figures import (
     reference_spectrogram_path,
     spectrogram_path,
 )
+from eisbach.integrity import verify_file
 from eisbach.metrics import METRICS
 from eisbach.stats import READINGS
 
@@ -204,7 +208,9 @@ def copy_assets(
             link_or_copy(args.tables_dir / f"{name}.{ext}", assets / "tables" / f"{name}.{ext}")
             links["tables"][name][ext] = f"assets/tables/{name}.{ext}"
 
-    def player(wav: Path, png: Path, folder: Path) -> dict:
+    def player(wav: Path, png: Path, folder: Path, sha256, record, rule: str) -> dict:
+        # what evaluate scored, or the page plays another clip than its numbers describe
+        verify_file(wav, sha256, record=record, rule=rule)
         link_or_copy(wav, folder / wav.name)
         link_or_copy(png, folder / png.name)
         return {"audio": rel(folder / wav.name, report_dir),
@@ -215,6 +221,9 @@ def copy_assets(
             Path(clip["path"]),
             reference_spectrogram_path(args.figures_dir, clip),
             assets / "samples" / REFERENCE_FOLDER,
+            clip.get("sha256"),
+            args.summary,
+            "data_shard",
         )
         for clip in references.values()
     }
@@ -223,8 +232,21 @@ def copy_assets(
             Path(row["path"]),
             spectrogram_path(args.figures_dir, row),
             assets / "samples" / row["run_id"],
+            row.get("sha256"),
+            args.per_sample,
+            "sample_run",
         )
     return links
+
+
+def asset_hashes(report_dir: Path) -> dict[str, str]:
+    """Relative path -> sha256 of every file under report_dir/assets."""
+    assets = Path(report_dir) / "assets"
+    return {
+        rel(path, report_dir): provenance.file_sha256(path)
+        for path in sorted(assets.rglob("*"))
+        if path.is_file()
+    }
 
 
 def render(context: dict) -> str:
@@ -282,7 +304,8 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     page = build(args)
     write_text(args.out, page)
+    record = provenance.provenance({"profile": args.profile})
     write_json(
-        args.out.parent / "provenance.json", provenance.provenance({"profile": args.profile})
+        args.out.parent / "provenance.json", record | {"assets": asset_hashes(args.out.parent)}
     )
     print(f"report -> {args.out}")

@@ -9,7 +9,7 @@ from importlib import metadata
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, run_snakemake
 
 from eisbach import probe_signals as P
 from eisbach import provenance, score_cache
@@ -184,3 +184,49 @@ def test_metrics_that_are_not_the_metric_names_are_discarded(tmp_path):
     cache.put(sha, analysis)
     with pytest.warns(CacheEntryDiscarded, match="METRICS"):
         assert cache.get(sha) is None
+
+
+# --- through the workflow -----------------------------------------------------------------------
+@pytest.mark.slow
+def test_evaluate_over_a_copied_and_a_flipped_entry_equals_the_clean_run(smoke_run, tmp_path):
+    """The session's smoke run, copied; in its cache, one training clip's entry copied over an
+    eval clip's (which moved the eval clips' dynamic range from 17.16 to 36.08 before issue 24)
+    and one byte flipped in a sample's entry; then a forced rerun of evaluate. Its metrics and
+    summary are the clean run's, with the two clips rescored and named in the log."""
+    import pyarrow.parquet as pq
+
+    work = tmp_path / "work"
+    shutil.copytree(smoke_run, work, symlinks=True)
+    metrics_dir = work / "results/metrics"
+    cache = ScoreCache(metrics_dir / "cache/analyses")
+    manifest = pq.read_table(work / "results/data/manifest.parquet").to_pylist()
+    train = next(c["sha256"] for c in manifest if c["split"] == "train")
+    evaluated = next(c["sha256"] for c in manifest if c["split"] == "eval")
+    sample = pq.read_table(metrics_dir / "per_sample.parquet").column("sha256")[0].as_py()
+    shutil.copyfile(cache.path(train), cache.path(evaluated))
+    entry = bytearray(cache.path(sample).read_bytes())
+    entry[len(entry) // 2] ^= 0xFF
+    cache.path(sample).write_bytes(bytes(entry))
+
+    result = run_snakemake(
+        work,
+        "--cores", "2", "--configfile", "config/test.yaml",
+        "--forcerun", "evaluate", "--allowed-rules", "evaluate",
+        "results/metrics/summary.json",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-5000:]
+    log = (work / "results/logs/evaluate/evaluate.log").read_text()
+    for sha in (evaluated, sample):
+        named = cache.path(sha).relative_to(work)  # as the rule names it
+        assert f"discarded {named}" in log, (sha, log[-3000:])
+
+    clean = json.loads((smoke_run / "results/metrics/summary.json").read_text())
+    rerun = json.loads((metrics_dir / "summary.json").read_text())
+    rescored, scored = rerun.pop("scoring"), clean.pop("scoring")
+    assert rescored["scored"] == 2
+    assert rescored["scored"] + rescored["cached"] == scored["scored"] + scored["cached"]
+    assert rerun == clean
+    for name in ("per_sample.parquet", "per_prompt.parquet", "reference.parquet"):
+        assert (metrics_dir / name).read_bytes() == (
+            smoke_run / "results/metrics" / name
+        ).read_bytes(), name

@@ -1,17 +1,20 @@
-"""The report: provenance across code versions, escaping, the grouping of samples, and which
-claims a run can judge."""
+"""The report: provenance across code versions, escaping, the grouping of samples, which
+claims a run can judge, and that it verifies the clips it links."""
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from markupsafe import escape
-from synthetic_results import build_report
+from synthetic_results import build_report, report_argv
 
-from eisbach import tables
+from eisbach import report, tables
 from eisbach.figures import FIGURES
+from eisbach.integrity import IntegrityError
+from eisbach.provenance import file_sha256
 from eisbach.report import judgeable, mixed_commits, sample_groups
 
 
@@ -174,3 +177,56 @@ def test_the_summary_opens_the_page(built):
     rows = tables.table2_rows(summary) + tables.prediction_rows(summary)
     assert [v for v, _ in verdicts] == [r["verdict"] for r in rows]
     assert all(a == b for a, b in verdicts)
+
+
+# --- the report verifies what it links (issue 24) ---------------------------------------------
+def flipped(path: Path) -> Path:
+    """path with one byte inverted in its middle; the original is kept as path.orig."""
+    shutil.copyfile(path, path.with_suffix(".orig"))
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return path
+
+
+def restore(path: Path) -> None:
+    path.with_suffix(".orig").replace(path)
+
+
+def test_provenance_lists_the_sha256_of_every_linked_asset(built):
+    report_dir = built["report"].parent
+    assets = json.loads((report_dir / "provenance.json").read_text())["assets"]
+    on_disk = sorted(
+        p.relative_to(report_dir).as_posix()
+        for p in (report_dir / "assets").rglob("*")
+        if p.is_file()
+    )
+    assert sorted(assets) == on_disk and len(on_disk) > 40
+    for rel, sha in assets.items():
+        assert file_sha256(report_dir / rel) == sha, rel
+
+
+def a_sample(paths) -> str:
+    return pq.read_table(paths["per_sample"]).to_pylist()[3]["path"]
+
+
+def a_training_clip(paths) -> str:
+    summary = json.loads(paths["summary"].read_text())
+    return next(c for clips in summary["prompt_references"].values() for c in clips)["path"]
+
+
+@pytest.mark.parametrize(
+    "pick, named",
+    [
+        (a_sample, r"per_sample\.parquet.*`sample_run`"),
+        (a_training_clip, r"summary\.json.*`data_shard`"),
+    ],
+)
+def test_a_changed_clip_stops_the_report_naming_it(built, pick, named):
+    wav = flipped(Path(pick(built)))
+    try:
+        with pytest.raises(IntegrityError, match=rf"{wav.name}.*{named}"):
+            report.main(report_argv(built))
+    finally:
+        restore(wav)
+    report.main(report_argv(built))  # and with the clip back, the report builds

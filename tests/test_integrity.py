@@ -244,8 +244,6 @@ def test_identical_audio_has_an_identical_sha256_across_runs_and_commits(tmp_pat
 def test_the_data_stage_rewrites_identical_clips_with_identical_sha256(tmp_path, monkeypatch):
     """A rerun of the demo's data stage, at another time and commit, changes no clip's sha256
     (so the latents stage re-encodes nothing)."""
-    from datetime import UTC, datetime
-
     from eisbach.data import demo_rows
 
     config = {
@@ -253,10 +251,8 @@ def test_the_data_stage_rewrites_identical_clips_with_identical_sha256(tmp_path,
         "validation": {"min_seconds": 1.0, "silence_rms_db": -60.0, "max_clipped_fraction": 0.01},
     }
     shas = []
-    for month, commit in ((1, "aaa"), (7, "bbb")):
-        when = datetime(2026, month, 1, tzinfo=UTC)
-        clock = type("Clock", (), {"now": staticmethod(lambda tz, when=when: when)})
-        monkeypatch.setattr(provenance, "datetime", clock)
+    for month, (epoch, commit) in ((1, (1767225600, "aaa")), (7, (1782864000, "bbb"))):
+        monkeypatch.setenv("SOURCE_DATE_EPOCH", str(epoch))
         monkeypatch.setattr(provenance, "git_commit", lambda commit=commit: commit)
         rows = demo_rows(config, tmp_path / f"audio-{month}", 16000)
         assert {r["status"] for r in rows} == {"ok"}

@@ -26,10 +26,24 @@ from eisbach import metrics
 from eisbach.atomic import atomic_path
 from eisbach.provenance import versions_of
 
-# What an analysis's numbers depend on besides its input: these sources, and the packages that
-# read the audio (soundfile), resample it (librosa, soxr) and compute on it.
-ANALYSIS_SOURCES = (Path(metrics.__file__), Path(__file__))
-ANALYSIS_PACKAGES = ("numpy", "scipy", "librosa", "soxr", "numba", "soundfile")
+# What an analysis's numbers depend on besides its input: these sources (eisbach.metrics and the
+# eisbach modules it computes a clip's analysis with; tests/test_cache_integrity.py checks the
+# list against its imports), and the packages that read the audio (soundfile), resample it
+# (librosa, soxr) and compute on it.
+ANALYSIS_MODULES = ("metrics", "structure", "score_cache")
+# imported by eisbach.metrics, but for intervals over many clips, not for one clip's analysis
+NOT_ANALYSIS_MODULES = ("stats",)
+ANALYSIS_SOURCES = tuple(Path(__file__).parent / f"{name}.py" for name in ANALYSIS_MODULES)
+ANALYSIS_PACKAGES = (
+    "numpy",
+    "scipy",
+    "librosa",
+    "soxr",
+    "numba",
+    "scikit-learn",
+    "pyebur128",
+    "soundfile",
+)
 ENTRY_FORMAT = 2
 ARRAYS = ("ssm", "embedding")
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest date a zip member can carry

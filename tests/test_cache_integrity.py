@@ -177,6 +177,20 @@ def test_the_version_covers_the_analysis_code_and_the_librosa_and_numpy_it_ran_o
     assert REPO / "eisbach/metrics.py" in [p.resolve() for p in score_cache.ANALYSIS_SOURCES]
 
 
+def test_the_version_covers_every_eisbach_module_the_analysis_imports():
+    import ast
+
+    tree = ast.parse((REPO / "eisbach/metrics.py").read_text())
+    imported = {
+        node.module.removeprefix("eisbach.")
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("eisbach.")
+    }
+    covered = set(score_cache.ANALYSIS_MODULES) | set(score_cache.NOT_ANALYSIS_MODULES)
+    assert imported - covered == set(), "add them to score_cache.ANALYSIS_MODULES"
+    assert all(path.exists() for path in score_cache.ANALYSIS_SOURCES)
+
+
 def test_metrics_that_are_not_the_metric_names_are_discarded(tmp_path):
     sha, analysis = "23" * 32, stored_analysis()
     analysis.metrics.pop(next(iter(METRICS)))

@@ -116,6 +116,7 @@ DEFAULTS = {
     "eval_fraction": 0.1,
     "ytdlp": "yt-dlp",
     "ytdlp_args": [],
+    "url_template": ytdlp.YOUTUBE_URL,
     "cookies": "",
     "workers": 4,
     "max_attempts": 4,
@@ -273,38 +274,94 @@ class ClipWriter:
 
 
 class Downloader:
-    """yt-dlp with retries and backoff; outcomes kept per clip so that a rerun skips them."""
+    """yt-dlp with retries and backoff; outcomes kept per clip so that a rerun skips them.
+
+    A rate limit (HTTP 429) pauses every worker of the shard, not only the clip that met it:
+    the pause grows as base * 2^(n-1) with the n-th 429 in a row and ends on a download.
+    """
 
     def __init__(self, data: dict, data_dir: Path):
         self.data = data
         self.raw_dir = Path(data_dir) / "raw"
         self.tmp_dir = Path(data_dir) / "tmp"
+        # yt-dlp's own download archive, shared by the shards; the outcome files stay the
+        # record that a rerun trusts (ytdlp.download_once says how the two agree)
+        self.archive = self.raw_dir / "ytdlp-archive.txt"
         self.stop = threading.Event()
         self.stop_reason = ""
         self.cancelled = threading.Event()
         self.lock = threading.Lock()
         self.calls = 0
         self.reused = 0
+        self.pause_until = 0.0
+        self.rate_limits_in_a_row = 0
         self._tools = None
+        self._tools_error: Exception | None = None
 
     def tools(self) -> tuple[str, str | None, str | None]:
-        """(yt-dlp, ffmpeg, cookies), resolved once and only when a clip needs downloading."""
+        """(yt-dlp, ffmpeg, cookies), resolved once and only when a clip needs downloading.
+
+        Here, before any clip is tried, yt-dlp's version and its JS runtime and EJS are checked
+        once; a problem is raised once, to every worker, with one message.
+        """
         with self.lock:
+            if self._tools_error is not None:
+                raise self._tools_error
             if self._tools is None:
-                exe = ytdlp.find_executable(self.data["ytdlp"])
-                ffmpeg = find_ffmpeg()
-                if ffmpeg is None:
-                    raise FileNotFoundError(
-                        "yt-dlp needs ffmpeg to cut sections and slice videos: none is on PATH "
-                        "and imageio-ffmpeg is not installed (pip install imageio-ffmpeg)"
-                    )
-                cookies = cookies_path(self.data)
-                self._tools = (exe, ffmpeg, cookies)
-                log(
-                    f"yt-dlp: {exe}; ffmpeg: {ffmpeg}; cookies: {'yes' if cookies else 'no'}; "
-                    f"mode {self.data['download']}; {len(self.data['ytdlp_args'])} extra args"
-                )
+                try:
+                    self._tools = self._resolve_tools()
+                except ytdlp.ToolchainError as exc:
+                    self._tools_error = DataStageError(str(exc))
+                    raise self._tools_error from None
+                except Exception as exc:
+                    self._tools_error = exc
+                    raise
             return self._tools
+
+    def _resolve_tools(self) -> tuple[str, str | None, str | None]:
+        exe = ytdlp.find_executable(self.data["ytdlp"])
+        ffmpeg = find_ffmpeg()
+        if ffmpeg is None:
+            raise FileNotFoundError(
+                "yt-dlp needs ffmpeg to cut sections and slice videos: none is on PATH "
+                "and imageio-ffmpeg is not installed (pip install imageio-ffmpeg)"
+            )
+        cookies = cookies_path(self.data)
+        toolchain = ytdlp.check_toolchain(exe, self.data["ytdlp_args"])
+        self.raw_dir.mkdir(parents=True, exist_ok=True)
+        log(
+            f"{toolchain.describe()}; yt-dlp: {exe}; ffmpeg: {ffmpeg}; "
+            f"cookies: {'yes' if cookies else 'no'}; mode {self.data['download']}; "
+            f"{len(self.data['ytdlp_args'])} extra args"
+        )
+        return exe, ffmpeg, cookies
+
+    def wait_out_pause(self) -> float:
+        """Sleep until a rate-limit pause of the shard is over; the seconds waited."""
+        waited = 0.0
+        while not self.stop.is_set():
+            with self.lock:
+                left = self.pause_until - time.monotonic()
+            if left <= 0:
+                break
+            self.stop.wait(left)
+            waited += left
+        return waited
+
+    def rate_limited(self, meta: dict) -> None:
+        """A 429: every worker holds back for the next, longer, pause."""
+        with self.lock:
+            self.rate_limits_in_a_row += 1
+            pause = backoff_delay(float(self.data["backoff_s"]), self.rate_limits_in_a_row)
+            self.pause_until = max(self.pause_until, time.monotonic() + pause)
+            n = self.rate_limits_in_a_row
+        log(
+            f"rate limited (HTTP 429) at {meta['id']}: all workers pause {pause:.2f} s ({n} in a row)"
+        )
+
+    def downloaded(self) -> None:
+        with self.lock:
+            self.rate_limits_in_a_row = 0
 
     def _state_path(self, clip_id: str) -> Path:
         return self.raw_dir / f"{clip_id}.json"
@@ -351,12 +408,21 @@ class Downloader:
         d = self.data
         previous = self._previous_attempts(meta["id"])
         work = self.tmp_dir / meta["id"]
-        result, attempts = None, 0
+        result, attempts, waits = None, 0, []
         try:
             for attempt in range(1, int(d["max_attempts"]) + 1):
                 if self.cancelled.is_set():
                     raise Cancelled(meta["id"])
+                if attempt > 1:  # a retry waits out its own backoff and any rate-limit pause
+                    started = time.monotonic()
+                    self.stop.wait(backoff_delay(float(d["backoff_s"]), attempt - 1))
+                    self.wait_out_pause()
+                    waits.append(round(time.monotonic() - started, 3))
+                else:
+                    self.wait_out_pause()
                 if self.stop.is_set():
+                    if self.cancelled.is_set():
+                        raise Cancelled(meta["id"])
                     result = ytdlp.CallResult("bot_check", self.not_attempted())
                     break
                 attempts += 1
@@ -373,13 +439,15 @@ class Downloader:
                     cookies=cookies,
                     timeout=float(d["timeout_s"]),
                     extra_args=d["ytdlp_args"],
+                    url_template=d["url_template"],
+                    archive=str(self.archive),
                 )
                 if self.cancelled.is_set():  # killed by cancel(): not an outcome to keep
                     raise Cancelled(meta["id"])
-                if result.status != "transient":
+                if result.status == "rate_limited":
+                    self.rate_limited(meta)
+                if result.status not in ytdlp.RETRIED:
                     break
-                if attempt < int(d["max_attempts"]):
-                    self.stop.wait(backoff_delay(float(d["backoff_s"]), attempt))
             state = {
                 "ytid": meta["ytid"],
                 "start_s": meta["start_s"],
@@ -387,14 +455,18 @@ class Downloader:
                 "status": result.status,
                 "reason": result.reason,
                 "attempts": previous + attempts,
+                # seconds waited before each retry of this run: the backoff, as it was followed
+                "waits_s": waits,
                 "file": None,
                 "sha256": None,
             }
-            if result.status == "transient":
+            if result.status in ytdlp.RETRIED:
+                state["status"] = "transient"
                 state["reason"] = f"gave up after {attempts} attempts; last: {result.reason}"
             if result.status == "bot_check" and attempts:
                 self.stop_on_bot_check(meta, result.reason)
             if result.status == "downloaded":
+                self.downloaded()
                 self.raw_dir.mkdir(parents=True, exist_ok=True)
                 raw = self.raw_dir / f"{meta['id']}{result.file.suffix}"
                 os.replace(result.file, raw)

@@ -56,10 +56,16 @@ ERROR_CLASSES: tuple[tuple[str, str, re.Pattern], ...] = tuple(
             "unavailable",
             r"video unavailable|video is unavailable|video is not available|video is no longer available|requires payment",
         ),
+        # A URL the server says is gone (yt-dlp's generic extractor, a mirror): asking again
+        # finds nothing. YouTube itself answers a missing video with "Video unavailable" above.
+        ("unavailable", "not found (HTTP 404/410)", r"HTTP Error (404|410)\b"),
+        # The server asks every client to slow down, not only this clip's: the downloader pauses
+        # all its workers (data.Downloader), then tries the clip again.
+        ("rate_limited", "rate limited (HTTP 429)", r"HTTP Error 429|too many requests"),
         (
             "transient",
             "HTTP error",
-            r"HTTP Error (429|5\d\d|408|403)|too many requests|service unavailable",
+            r"HTTP Error (5\d\d|408|403)|service unavailable",
         ),
         (
             "transient",
@@ -71,6 +77,14 @@ ERROR_CLASSES: tuple[tuple[str, str, re.Pattern], ...] = tuple(
 )
 # Outcomes that a rerun keeps: the clip is never asked for again.
 PERMANENT = frozenset({"unavailable", "private", "corrupt"})
+# Outcomes of one call that are tried again (with backoff) within the run; a clip that still
+# fails after data.max_attempts is recorded as transient, and a rerun tries it again.
+RETRIED = frozenset({"transient", "rate_limited"})
+
+# Where yt-dlp is sent for a ytid (data.url_template). The ytid is checked before it is put in.
+YOUTUBE_URL = "https://www.youtube.com/watch?v={ytid}"
+# yt-dlp's words when --download-archive already lists the video: it downloads nothing.
+IN_ARCHIVE = "has already been recorded in the archive"
 
 # The cookies path never travels in argv (Snakemake prints shell commands with -p): rules pass
 # `env:EISBACH_YTDLP_COOKIES#<fingerprint>` and the Snakefile puts the path in this variable.
@@ -79,9 +93,27 @@ COOKIES_ENV = "EISBACH_YTDLP_COOKIES"
 
 @dataclass
 class CallResult:
-    status: str  # downloaded / unavailable / private / corrupt / bot_check / transient
+    status: (
+        str  # downloaded / unavailable / private / corrupt / bot_check / transient / rate_limited
+    )
     reason: str
     file: Path | None = None
+
+
+@dataclass
+class Toolchain:
+    """What the data stage found at start-up: yt-dlp and the JS runtime and EJS it will use."""
+
+    ytdlp_version: str
+    js_runtime: str  # e.g. "deno-2.9.8", as yt-dlp -v names it
+    ejs: str  # e.g. "yt_dlp_ejs-0.8.0", or "remote components (...)"
+
+    def describe(self) -> str:
+        return f"yt-dlp {self.ytdlp_version}; JS runtime {self.js_runtime}; EJS {self.ejs}"
+
+
+class ToolchainError(RuntimeError):
+    """yt-dlp cannot solve YouTube's JS challenges as installed: no clip is tried."""
 
 
 def find_executable(name: str) -> str:
@@ -95,6 +127,69 @@ def find_executable(name: str) -> str:
             "or set data.ytdlp to its path"
         )
     return found
+
+
+def _debug_field(output: str, name: str) -> str | None:
+    match = re.search(rf"^\[debug\] {re.escape(name)}: (.*)$", output, re.MULTILINE)
+    return match.group(1).strip() if match else None
+
+
+def check_toolchain(exe: str, extra_args=(), timeout: float = 60.0) -> Toolchain:
+    """``yt-dlp --version`` and yt-dlp's own view of its JS runtimes and EJS, once, before any
+    clip; a clear :class:`ToolchainError` when YouTube's JS challenges could not be solved.
+
+    The runtime is the one yt-dlp itself finds (``--js-runtimes`` in data.ytdlp_args, else deno
+    beside its Python, i.e. .venv/bin/deno from the lock, else on PATH): its verbose header
+    (``yt-dlp -v`` with no URL) names it, so nothing here guesses yt-dlp's search order.
+    """
+    code, out = run_with_timeout([exe, "--version"], timeout)
+    version = out.strip().splitlines()[-1].strip() if code == 0 and out.strip() else ""
+    if not version:
+        raise ToolchainError(f"data.ytdlp: `{exe} --version` failed: {error_line(out)}")
+    args = [str(a) for a in extra_args]
+    _, out = run_with_timeout([exe, "--ignore-config", "-v", *args], timeout)
+    runtimes = _debug_field(out, "JS runtimes")
+    libraries = _debug_field(out, "Optional libraries") or ""
+    if runtimes is None:
+        raise ToolchainError(
+            f"data.ytdlp: `{exe} -v` printed no 'JS runtimes' line (yt-dlp {version}; the "
+            f"lock's yt-dlp prints one): {error_line(out)}"
+        )
+    usable = [
+        r.strip()
+        for r in runtimes.split(",")
+        if r.strip() and not r.strip().startswith("none") and "unsupported" not in r
+    ]
+    if not usable:
+        raise ToolchainError(
+            f"yt-dlp {version} finds no usable JavaScript runtime (it reports 'JS runtimes: "
+            f"{runtimes}'), so YouTube's JS challenges would fail on most videos. The lock "
+            "installs deno into .venv/bin, where yt-dlp looks first: run `make setup` (or pip "
+            "install deno), or name a runtime with data.ytdlp_args: [--js-runtimes, "
+            "deno:/path/to/deno]."
+        )
+    ejs = next((lib for lib in libraries.split(", ") if lib.startswith("yt_dlp_ejs")), None)
+    if ejs is None:
+        if "--remote-components" not in args:
+            raise ToolchainError(
+                f"yt-dlp {version} has a JS runtime ({', '.join(usable)}) but not yt-dlp-ejs, "
+                "the challenge solver scripts: run `make setup` (the lock installs it) or pip "
+                "install yt-dlp-ejs, or allow yt-dlp to fetch them with data.ytdlp_args: "
+                "[--remote-components, ejs:npm]."
+            )
+        ejs = f"remote components ({args[args.index('--remote-components') + 1 :][:1]})"
+    return Toolchain(version, ", ".join(usable), ejs)
+
+
+def video_url(template: str, ytid: str) -> str:
+    """data.url_template with the (checked) ytid put in; only http(s) URLs."""
+    if not is_valid_ytid(ytid):
+        raise ValueError(f"refusing to call yt-dlp with ytid {ytid!r}")
+    if template.count("{ytid}") != 1 or not template.startswith(("https://", "http://")):
+        raise ValueError(
+            f"data.url_template: {template!r} must be an http(s) URL holding {{ytid}} once"
+        )
+    return template.replace("{ytid}", ytid)
 
 
 def redacted_config(data: dict) -> dict:
@@ -141,10 +236,11 @@ def ytdlp_argv(
     ffmpeg: str | None,
     cookies: str | None,
     extra_args=(),
+    url_template: str = YOUTUBE_URL,
+    archive: str | None = None,
 ) -> list[str]:
     """argv of one yt-dlp call: best audio, only [start, end] when given (--download-sections)."""
-    if not is_valid_ytid(ytid):
-        raise ValueError(f"refusing to call yt-dlp with ytid {ytid!r}")
+    url = video_url(url_template, ytid)
     argv = [
         exe,
         "--ignore-config",
@@ -166,8 +262,10 @@ def ytdlp_argv(
         argv += ["--ffmpeg-location", ffmpeg]
     if cookies:
         argv += ["--cookies", cookies]
+    if archive:
+        argv += ["--download-archive", archive]
     argv += [str(a) for a in extra_args]
-    argv += ["-o", out_template, "--", f"https://www.youtube.com/watch?v={ytid}"]
+    argv += ["-o", out_template, "--", url]
     return argv
 
 
@@ -267,6 +365,31 @@ def slice_with_ffmpeg(ffmpeg: str, src: Path, dst: Path, start_s: float, end_s: 
     return None
 
 
+def _finished_downloads(work_dir: Path) -> list[Path]:
+    """yt-dlp's finished files in work_dir: it renames a download to its final name only once
+    the download (and, for a section, ffmpeg's cut) has succeeded."""
+    return sorted(
+        p
+        for p in work_dir.iterdir()
+        if p.is_file()
+        and p.name.startswith("download.")
+        and not p.name.endswith((".part", ".ytdl", ".temp"))
+    )
+
+
+def _prepare_work_dir(work_dir: Path) -> None:
+    """An empty work_dir, except for a finished download that a killed run left there: yt-dlp
+    (--no-overwrites, or the archive) then skips it, and it is kept instead of fetched again."""
+    if work_dir.is_dir():
+        keep = set(_finished_downloads(work_dir))
+        for p in work_dir.iterdir():
+            if p not in keep:
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
+    else:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        work_dir.mkdir(parents=True)
+
+
 def download_once(
     exe: str,
     ytid: str,
@@ -279,25 +402,40 @@ def download_once(
     cookies: str | None,
     timeout: float,
     extra_args=(),
+    url_template: str = YOUTUBE_URL,
+    archive: str | None = None,
 ) -> CallResult:
-    """One try: yt-dlp (and, in mode 'full', an ffmpeg slice). The audio lands in work_dir."""
+    """One try: yt-dlp (and, in mode 'full', an ffmpeg slice). The audio lands in work_dir.
+
+    With an archive, yt-dlp skips a video that it lists. Whether that skip is kept rests on
+    work_dir alone: a finished download there (a run killed before it recorded the outcome) is
+    used as it is; without one (the ytid's other section, a lost file) the call is made again
+    without the archive, so a listed video never ends as "no file".
+    """
     work_dir = Path(work_dir).resolve()
-    shutil.rmtree(work_dir, ignore_errors=True)
-    work_dir.mkdir(parents=True)
+    _prepare_work_dir(work_dir)
     section = mode == "section"
-    argv = ytdlp_argv(
-        exe,
-        ytid,
-        str(work_dir / "download.%(ext)s"),
-        start_s=start_s if section else None,
-        end_s=end_s if section else None,
-        ffmpeg=ffmpeg,
-        cookies=cookies,
-        extra_args=extra_args,
-    )
+
+    def call(use_archive: bool):
+        argv = ytdlp_argv(
+            exe,
+            ytid,
+            str(work_dir / "download.%(ext)s"),
+            start_s=start_s if section else None,
+            end_s=end_s if section else None,
+            ffmpeg=ffmpeg,
+            cookies=cookies,
+            extra_args=extra_args,
+            url_template=url_template,
+            archive=archive if use_archive else None,
+        )
+        code, out = run_with_timeout(argv, timeout, cwd=work_dir)
+        return code, redact(out, [cookies])
+
     started = time.monotonic()
-    code, out = run_with_timeout(argv, timeout, cwd=work_dir)
-    out = redact(out, [cookies])
+    code, out = call(use_archive=bool(archive))
+    if code == 0 and IN_ARCHIVE in out and not _finished_downloads(work_dir):
+        code, out = call(use_archive=False)
     if code is None:
         return CallResult(
             "transient", f"timeout: yt-dlp ran past data.timeout_s={timeout:g} s and was killed"
@@ -305,13 +443,7 @@ def download_once(
     if code != 0:
         status, label = classify(out)
         return CallResult(status, f"{label}: {error_line(out)}")
-    files = sorted(
-        p
-        for p in work_dir.iterdir()
-        if p.is_file()
-        and p.name.startswith("download.")
-        and not p.name.endswith((".part", ".ytdl"))
-    )
+    files = _finished_downloads(work_dir)
     if not files:
         return CallResult("transient", f"yt-dlp exited 0 but wrote no file: {error_line(out)}")
     if section:

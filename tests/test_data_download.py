@@ -325,7 +325,7 @@ def test_missing_tools_are_clear_errors(tmp_path, fake, monkeypatch):
             "bot_check",
         ),
         ("ERROR: [youtube] abcdefghijk: Sign in to confirm you're not a bot", "bot_check"),
-        ("ERROR: unable to download video data: HTTP Error 429: Too Many Requests", "transient"),
+        ("ERROR: unable to download video data: HTTP Error 429: Too Many Requests", "rate_limited"),
         ("ERROR: unable to download video data: HTTP Error 503: Service Unavailable", "transient"),
         (
             "ERROR: [youtube] abcdefghijk: Video unavailable. This video has been removed by the uploader",

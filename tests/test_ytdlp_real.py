@@ -107,6 +107,24 @@ def test_the_lock_provides_yt_dlp_its_js_runtime_and_ejs_and_the_stage_logs_them
     assert (YTDLP.parent / "deno").is_file()
 
 
+def test_the_image_gets_them_from_the_lock():
+    """No Docker engine here: the Dockerfile syncs the whole lock into /app/.venv, copies that
+    venv into the image and puts its bin/ (yt-dlp, deno) first on PATH, with apt's ffmpeg."""
+    text = (REPO / "Dockerfile").read_text()
+    build, final = text.split("# --- the image", 1)
+    assert (
+        "uv pip sync --python /app/.venv/bin/python --require-hashes envs/requirements.lock"
+        in build
+    )
+    assert "COPY --from=build /app/.venv /app/.venv" in final
+    assert re.search(r"ENV PATH=/app/\.venv/bin:\$PATH", final)
+    assert re.search(r"apt-get install [^\n]*\bffmpeg\b", final)
+    requirements = (REPO / "envs/requirements.in").read_text()
+    for name in ("yt-dlp", "deno", "yt-dlp-ejs"):
+        pinned = re.search(rf"^{re.escape(name)}==(\S+)$", requirements, re.MULTILINE)
+        assert pinned and pinned[1] == locked_version(name), name
+
+
 def test_a_missing_js_runtime_is_one_clear_message_before_any_clip(tmp_path, media, capfd):
     rows = [(f"nojs{i:07d}", 1, 3) for i in range(6)]
     with MediaServer(media[0]) as server:

@@ -407,7 +407,9 @@ class Downloader:
         exe, ffmpeg, cookies = self.tools()
         d = self.data
         previous = self._previous_attempts(meta["id"])
-        work = self.tmp_dir / meta["id"]
+        # named by the clip's section and mode too: a finished download that a killed run left
+        # here is kept (ytdlp.download_once), and must be of this very clip
+        work = self.tmp_dir / f"{meta['id']}@{meta['start_s']:g}-{meta['end_s']:g}-{d['download']}"
         result, attempts, waits = None, 0, []
         try:
             for attempt in range(1, int(d["max_attempts"]) + 1):

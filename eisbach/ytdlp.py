@@ -106,7 +106,7 @@ class Toolchain:
 
     ytdlp_version: str
     js_runtime: str  # e.g. "deno-2.9.8", as yt-dlp -v names it
-    ejs: str  # e.g. "yt_dlp_ejs-0.8.0", or "remote components (...)"
+    ejs: str  # e.g. "yt_dlp_ejs-0.8.0", or "fetched by yt-dlp (...)"
 
     def describe(self) -> str:
         return f"yt-dlp {self.ytdlp_version}; JS runtime {self.js_runtime}; EJS {self.ejs}"
@@ -177,7 +177,8 @@ def check_toolchain(exe: str, extra_args=(), timeout: float = 60.0) -> Toolchain
                 "install yt-dlp-ejs, or allow yt-dlp to fetch them with data.ytdlp_args: "
                 "[--remote-components, ejs:npm]."
             )
-        ejs = f"remote components ({args[args.index('--remote-components') + 1 :][:1]})"
+        allowed = args[args.index("--remote-components") + 1 :][:1]
+        ejs = f"fetched by yt-dlp (--remote-components {' '.join(allowed)})"
     return Toolchain(version, ", ".join(usable), ejs)
 
 

@@ -336,17 +336,14 @@ class Downloader:
         )
         return exe, ffmpeg, cookies
 
-    def wait_out_pause(self) -> float:
-        """Sleep until a rate-limit pause of the shard is over; the seconds waited."""
-        waited = 0.0
+    def wait_out_pause(self) -> None:
+        """Sleep until a rate-limit pause of the shard is over (another 429 may extend it)."""
         while not self.stop.is_set():
             with self.lock:
                 left = self.pause_until - time.monotonic()
             if left <= 0:
-                break
+                return
             self.stop.wait(left)
-            waited += left
-        return waited
 
     def rate_limited(self, meta: dict) -> None:
         """A 429: every worker holds back for the next, longer, pause."""

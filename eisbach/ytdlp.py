@@ -93,9 +93,8 @@ COOKIES_ENV = "EISBACH_YTDLP_COOKIES"
 
 @dataclass
 class CallResult:
-    status: (
-        str  # downloaded / unavailable / private / corrupt / bot_check / transient / rate_limited
-    )
+    # downloaded / unavailable / private / corrupt / bot_check / transient / rate_limited
+    status: str
     reason: str
     file: Path | None = None
 

@@ -217,6 +217,39 @@ def test_the_real_yt_dlp_cuts_the_section_and_a_rerun_downloads_nothing(tmp_path
     assert again.select(["id", "status", "sha256"]) == table.select(["id", "status", "sha256"])
 
 
+def test_a_download_that_a_killed_run_finished_is_kept_not_fetched_again(tmp_path, media):
+    """yt-dlp finished (file renamed, archive written) but the job died before the outcome file:
+    the next try keeps the file. Were the file lost, the archive must not leave the clip empty."""
+    archive = tmp_path / "ytdlp-archive.txt"
+    with MediaServer(media[0]) as server:
+
+        def once(work):
+            return ytdlp.download_once(
+                str(YTDLP),
+                "keptaaaaaaa",
+                work,
+                start_s=2.0,
+                end_s=4.0,
+                mode="section",
+                ffmpeg=find_ffmpeg(),
+                cookies=None,
+                timeout=60,
+                url_template=server.url_template,
+                archive=str(archive),
+            )
+
+        first = once(tmp_path / "work")
+        digest = file_sha256(first.file)
+        (first.file.parent / "download.m4a.part").write_bytes(b"left by the kill")
+        again = once(tmp_path / "work")  # archive lists it; the finished file is there
+        assert again.status == "downloaded" and file_sha256(again.file) == digest
+        assert not (first.file.parent / "download.m4a.part").exists()
+        assert server.media_reads("keptaaaaaaa") == 1
+        lost = once(tmp_path / "elsewhere")  # archive lists it; no file: fetched without it
+        assert lost.status == "downloaded" and server.media_reads("keptaaaaaaa") == 2
+    assert archive.read_text().split() == ["generic", "keptaaaaaaa"]
+
+
 def test_errors_are_classified_from_the_real_yt_dlp_output(tmp_path, media):
     faults = {
         "gone0000404": ["404"],

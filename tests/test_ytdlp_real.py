@@ -217,6 +217,23 @@ def test_the_real_yt_dlp_cuts_the_section_and_a_rerun_downloads_nothing(tmp_path
     assert again.select(["id", "status", "sha256"]) == table.select(["id", "status", "sha256"])
 
 
+def section(server: MediaServer, ytid: str, work: Path, archive: str | None = None):
+    """One try of the stage's download code, [2, 4] s of the served file."""
+    return ytdlp.download_once(
+        str(YTDLP),
+        ytid,
+        work,
+        start_s=2.0,
+        end_s=4.0,
+        mode="section",
+        ffmpeg=find_ffmpeg(),
+        cookies=None,
+        timeout=60,
+        url_template=server.url_template,
+        archive=archive,
+    )
+
+
 def test_a_download_that_a_killed_run_finished_is_kept_not_fetched_again(tmp_path, media):
     """yt-dlp finished (file renamed, archive written) but the job died before the outcome file:
     the next try keeps the file. Were the file lost, the archive must not leave the clip empty."""
@@ -224,19 +241,7 @@ def test_a_download_that_a_killed_run_finished_is_kept_not_fetched_again(tmp_pat
     with MediaServer(media[0]) as server:
 
         def once(work):
-            return ytdlp.download_once(
-                str(YTDLP),
-                "keptaaaaaaa",
-                work,
-                start_s=2.0,
-                end_s=4.0,
-                mode="section",
-                ffmpeg=find_ffmpeg(),
-                cookies=None,
-                timeout=60,
-                url_template=server.url_template,
-                archive=str(archive),
-            )
+            return section(server, "keptaaaaaaa", work, archive=str(archive))
 
         first = once(tmp_path / "work")
         digest = file_sha256(first.file)
@@ -265,18 +270,7 @@ def test_errors_are_classified_from_the_real_yt_dlp_output(tmp_path, media):
     }
     with MediaServer(media[0], faults) as server:
         for ytid, (status, text) in want.items():
-            result = ytdlp.download_once(
-                str(YTDLP),
-                ytid,
-                tmp_path / ytid,
-                start_s=1.0,
-                end_s=3.0,
-                mode="section",
-                ffmpeg=find_ffmpeg(),
-                cookies=None,
-                timeout=60,
-                url_template=server.url_template,
-            )
+            result = section(server, ytid, tmp_path / ytid)
             assert (result.status, result.file) == (status, None), (ytid, result)
             assert text in result.reason and "ERROR:" in result.reason
             # only the 404 is final; the others are tried again, the 429 after a pause of all

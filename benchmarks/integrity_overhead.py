@@ -67,8 +67,8 @@ def weights(config: dict, results: Path, scratch: Path) -> tuple[Path, dict[str,
         folder = results / "runs" / rid
         if not all((folder / f).exists() for f in ADAPTER_FILES):
             backend = backend or get_backend(name, config["backend"], latents_dir)
-            modules = adapters.target_modules(backend, config["train"])
             dit = backend.load_dit(base.parent)
+            modules = adapters.target_modules(backend, config["train"], dit)
             folder = scratch / "runs" / rid
             folder.mkdir(parents=True)
             adapters.save(adapters.attach(dit, run["adapter"], modules, run["seed"]), folder)

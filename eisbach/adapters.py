@@ -1,8 +1,15 @@
 """peft adapters (LoRA, DoRA) on a backend's DiT: build, save as safetensors, reload, merge.
 
-The rank, alpha and target modules come from config (``grid.adapters`` and
-``train.target_modules``; the backend's ``peft_target_modules`` when that is unset). peft's
-DoRA keeps one magnitude per output row of each target weight.
+The rank and alpha come from ``grid.adapters``. The target modules are resolved against the
+DiT itself (``target_modules``): ``train.target_modules`` if set, else the backend's
+``adapter_targets(dit)``, always as the full names of the Linear and Conv1d modules they
+reach. A name that reaches any other kind of module (an ``nn.Identity``, say) is refused by
+name, as is a name that reaches nothing. peft's DoRA keeps one magnitude per output row of
+each target weight and divides by that row's norm, so a target whose weight has an all-zero
+output row (Stable Audio 3 zero-initialises its pre/postprocess convs) gives NaN; ``plan``
+leaves such layers out of a DoRA adapter and says so. Stable Audio 3's own DoRA (norm + 1e-12)
+cannot move them either: their magnitude starts at 0, so the layer's output and every
+gradient reaching its adapter stay exactly 0 (tests/test_sa3_medium.py).
 """
 
 from __future__ import annotations
@@ -19,6 +26,9 @@ from eisbach.atomic import share_mode
 ADAPTER_FILES = ("adapter_model.safetensors", "adapter_config.json")
 
 
+ADAPTABLE = (torch.nn.Linear, torch.nn.Conv1d)
+
+
 def lora_config(adapter: dict, target_modules: list[str]):
     from peft import LoraConfig
 
@@ -27,14 +37,73 @@ def lora_config(adapter: dict, target_modules: list[str]):
     return LoraConfig(
         r=int(adapter["rank"]),
         lora_alpha=float(adapter["alpha"]),
-        target_modules=list(target_modules),
+        target_modules=sorted(target_modules),
         use_dora=adapter["type"] == "dora",
         lora_dropout=0.0,
     )
 
 
-def target_modules(backend, train_cfg: dict) -> list[str]:
-    return list(train_cfg.get("target_modules") or backend.peft_target_modules)
+def adaptable_modules(dit: torch.nn.Module) -> list[str]:
+    """Full names of every Linear and Conv1d of dit, sorted."""
+    return sorted(name for name, m in dit.named_modules() if name and isinstance(m, ADAPTABLE))
+
+
+def resolve_targets(dit: torch.nn.Module, names: list[str], where: str) -> list[str]:
+    """The full names of the modules that ``names`` reach by peft's rule (the name itself or a
+    dotted suffix), sorted. Raises naming every name that reaches nothing or reaches a module
+    peft cannot adapt here (anything but Linear and Conv1d)."""
+    modules = dict(dit.named_modules())
+    found, problems = set(), []
+    for target in names:
+        hits = [n for n in modules if n and (n == target or n.endswith("." + target))]
+        wrong = [
+            f"{n} ({type(modules[n]).__name__})"
+            for n in hits
+            if not isinstance(modules[n], ADAPTABLE)
+        ]
+        if not hits:
+            problems.append(f"{target!r} matches no module")
+        elif wrong:
+            problems.append(f"{target!r} reaches {', '.join(wrong[:4])}")
+        found.update(hits)
+    if problems:
+        raise ValueError(
+            f"{where}: {'; '.join(problems)}; adapters attach to Linear and Conv1d modules only"
+        )
+    return sorted(found)
+
+
+def target_modules(backend, train_cfg: dict, dit: torch.nn.Module) -> list[str]:
+    """The adapter's targets on dit: ``train.target_modules`` resolved, or the backend's own."""
+    names = train_cfg.get("target_modules")
+    if names:
+        return resolve_targets(dit, list(names), "train.target_modules")
+    return backend.adapter_targets(dit)
+
+
+def zero_row_weights(dit: torch.nn.Module, targets: list[str]) -> list[str]:
+    """Targets whose weight has an output row (a Conv1d output channel) of norm 0."""
+    modules = dict(dit.named_modules())
+    out = []
+    for name in targets:
+        weight = modules[name].weight
+        if weight.is_meta:
+            continue
+        if not bool(weight.detach().reshape(weight.shape[0], -1).any(dim=1).all()):
+            out.append(name)
+    return out
+
+
+def plan(dit: torch.nn.Module, adapter: dict, targets: list[str]) -> tuple[list[str], dict]:
+    """(the modules the adapter attaches to, the targets left out with the reason)."""
+    if adapter["type"] != "dora":
+        return sorted(targets), {}
+    zero = zero_row_weights(dit, targets)
+    reason = (
+        "DoRA: the weight has an all-zero output row, whose norm peft divides by (NaN); "
+        "Stable Audio 3's own DoRA leaves such a layer at exactly 0 (magnitude 0, no gradient)"
+    )
+    return sorted(set(targets) - set(zero)), {name: reason for name in zero}
 
 
 def attach(dit: torch.nn.Module, adapter: dict, modules: list[str], seed: int):
@@ -100,4 +169,16 @@ def changed_frozen(model, snapshot: dict[str, torch.Tensor]) -> list[str]:
     ]
 
 
-__all__ = ["attach", "base_dir", "changed_frozen", "frozen_snapshot", "load", "lora_config", "save"]
+__all__ = [
+    "adaptable_modules",
+    "attach",
+    "base_dir",
+    "changed_frozen",
+    "frozen_snapshot",
+    "load",
+    "lora_config",
+    "plan",
+    "resolve_targets",
+    "save",
+    "target_modules",
+]

@@ -684,9 +684,15 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
             file=sys.stderr,
         )
     data = data or TrainingData(args.latents_dir, cfg.get("loader"))
-    modules = adapters.target_modules(backend, cfg)
     base_sha256 = verify_weights(args.base_dir, [BASE_WEIGHTS], "pretrain_base")[BASE_WEIGHTS]
-    model = adapters.attach(backend.load_dit(args.base_dir), adapter, modules, seed)
+    dit = backend.load_dit(args.base_dir)
+    modules, left_out = adapters.plan(dit, adapter, adapters.target_modules(backend, cfg, dit))
+    if left_out and ctx.is_main:
+        print(
+            f"adapter: left out {sorted(left_out)} ({next(iter(left_out.values()))})",
+            file=sys.stderr,
+        )
+    model = adapters.attach(dit, adapter, modules, seed)
     frozen_before = weight_digest(model)
     stage_config = {
         "backend": backend_config,
@@ -738,6 +744,8 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
         "adapter": adapter,
         "seed": seed,
         "target_modules": modules,
+        "target_modules_left_out": left_out,
+        "base_load": getattr(backend, "load_report", {}),
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "frozen_parameters": sum(p.numel() for p in model.parameters() if not p.requires_grad),
         "train_clips": data.num_rows,

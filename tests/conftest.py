@@ -149,3 +149,26 @@ def save_base(backend, base_dir: Path, seed: int = 0) -> None:
     backend.save_dit(backend.new_dit(seed), base_dir)
     weights = weights_record(base_dir, ["model.safetensors"])
     (base_dir / "run.json").write_text(json.dumps({"weights": weights}))
+
+
+SHARED = REPO.parent / "shared"
+SA3_WHEEL = SHARED / "wheels" / "stable_audio_3-0.1.0-py3-none-any.whl"
+
+
+@pytest.fixture(scope="session")
+def sa3(tmp_path_factory):
+    """The stable_audio_3 wheel of the pinned commit, installed with --no-deps into a
+    temporary folder on sys.path (never into the environment); yields that folder."""
+    if not SHARED.exists():
+        pytest.skip("../shared is absent, so there is no stable_audio_3 wheel to install")
+    assert SA3_WHEEL.exists(), f"{SA3_WHEEL} is missing"
+    target = tmp_path_factory.mktemp("sa3-site")
+    uv = Path(sys.executable).with_name("uv")
+    if uv.exists():
+        cmd = [str(uv), "pip", "install", "--python", sys.executable]
+    else:
+        cmd = [sys.executable, "-m", "pip", "install", "--quiet"]
+    subprocess.run([*cmd, "--no-deps", "--target", str(target), str(SA3_WHEEL)], check=True)
+    sys.path.insert(0, str(target))
+    yield target
+    sys.path.remove(str(target))

@@ -12,8 +12,8 @@ DoRA step on every Linear/Conv1d that Stable Audio 3's own adapters target.
 Skips only when ../shared is absent (no wheel to install).
 """
 
+import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -27,16 +27,12 @@ from test_backend_base import (
     save_model,
     tone,
     train_one_step,
-    word_tokenizer,
 )
 
-from eisbach.backends import get_backend
+from eisbach.backends import get_backend, sa3_medium
+from eisbach.backends.base import draw_timesteps
 
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-WHEEL = SHARED / "wheels" / "stable_audio_3-0.1.0-py3-none-any.whl"
 SR = 44100
-PATCH = 64
 RATIO = 4096  # patch 64 x strides 4 x 16, as SAME-L's 4096x
 LATENT = 16
 
@@ -58,41 +54,8 @@ def test_missing_package_says_how_to_install(monkeypatch):
     assert SA3_COMMIT in message and "--no-deps" in message and "stable-audio-3" in message
 
 
-@pytest.fixture(scope="module")
-def sa3(tmp_path_factory):
-    """Installs the wheel with --no-deps into a temporary folder on sys.path."""
-    if not SHARED.exists():
-        pytest.skip("../shared is absent, so there is no stable_audio_3 wheel to install")
-    assert WHEEL.exists(), f"{WHEEL} is missing"
-    target = tmp_path_factory.mktemp("sa3-site")
-    uv = Path(sys.executable).with_name("uv")
-    if uv.exists():
-        cmd = [str(uv), "pip", "install", "--python", sys.executable]
-    else:
-        cmd = [sys.executable, "-m", "pip", "install", "--quiet"]
-    subprocess.run([*cmd, "--no-deps", "--target", str(target), str(WHEEL)], check=True)
-    sys.path.insert(0, str(target))
-    yield target
-    sys.path.remove(str(target))
-
-
 def same_config() -> dict:
-    block = {"channels": 16, "c_mults": [1, 2], "strides": [4, 16], "transformer_depths": [1, 1]}
-    return {
-        "encoder": {
-            "type": "same",
-            "config": {**block, "in_channels": 2 * PATCH, "latent_dim": LATENT},
-        },
-        "decoder": {
-            "type": "same",
-            "config": {**block, "out_channels": 2 * PATCH, "latent_dim": LATENT},
-        },
-        "latent_dim": LATENT,
-        "downsampling_ratio": RATIO,
-        "io_channels": 2,
-        "pretransform": {"config": {"channels": 2, "patch_size": PATCH}},
-        "bottleneck": {"config": {"dim": LATENT}},
-    }
+    return sa3_medium.same_config(LATENT)
 
 
 def model_config(text_encoder: Path) -> dict:
@@ -146,27 +109,9 @@ def model_config(text_encoder: Path) -> dict:
 def pretrained(sa3, tmp_path_factory, offline_hub):
     """A local folder with a small Stable Audio 3 model (and its tiny T5Gemma)."""
     import torch._dynamo
-    from transformers import T5GemmaConfig, T5GemmaEncoderModel
 
     root = tmp_path_factory.mktemp("sa3")
-    t5_dir = root / "t5gemma"
-    tokenizer = word_tokenizer(t5_dir)
-    module = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 768,  # t5gemma-b-b-ul2's width, which T5GemmaConditioner expects
-        "intermediate_size": 16,
-        "num_hidden_layers": 1,
-        "num_attention_heads": 1,
-        "num_key_value_heads": 1,
-        "head_dim": 16,
-        "query_pre_attn_scalar": 16,
-        "max_position_embeddings": 64,
-        "sliding_window": 32,
-    }
-    config = T5GemmaConfig(encoder=module, decoder=module, vocab_size=len(tokenizer))
-    config.is_encoder_decoder = False
-    torch.manual_seed(0)
-    T5GemmaEncoderModel(config).save_pretrained(t5_dir)
+    t5_dir = sa3_medium.save_text_encoder(root / "t5gemma", CAPTIONS)
 
     dynamo = (torch._dynamo.config.suppress_errors, torch._dynamo.config.cache_size_limit)
     from eisbach.backends.stable_audio_3 import import_stable_audio_3
@@ -228,8 +173,9 @@ def test_one_dora_step_on_every_linear_and_conv(pretrained, tmp_path):
     hidden, masks = backend.encode_text(CAPTIONS[:2])
     model, loss = train_one_step(backend, tmp_path / "base", latents, hidden, masks)
     assert torch.isfinite(loss).all()
-    assert backend.untargeted_modules == []
     adapted = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n}
+    targets = backend.adapter_targets(backend.load_dit(tmp_path / "base"))
+    assert {n.removeprefix("base_model.model.") for n in adapted} == set(targets)
     for suffix in (
         "self_attn.to_qkv",
         "cross_attn.to_kv",
@@ -267,6 +213,84 @@ def test_keys_the_package_would_skip_are_named(pretrained, tmp_path):
     shutil.copy(folder / "model_config.json", bad / "model_config.json")
     with pytest.raises(ValueError, match=r"project_in.weight \(3, 3\)"):
         backend_for(bad, stable_audio_3={"text_encoder": str(t5_dir)}).encode_text(["x"])
+
+
+def test_unexpected_keys_are_skipped_and_recorded(pretrained, tmp_path):
+    """As upstream's copy_state_dict: a key the model has no place for is reported and skipped;
+    the base's run.json (via prepare_base's record) and base.json keep the list."""
+    from safetensors.torch import load_file, save_file
+
+    folder, _ = pretrained
+    state = load_file(folder / "model.safetensors")
+    state["model.model.ema_decay"] = torch.zeros(1)
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    save_file(state, extra / "model.safetensors")
+    shutil.copy(folder / "model_config.json", extra / "model_config.json")
+    backend = backend_for(extra)
+    record = backend.prepare_base(tmp_path / "base")
+    assert record["unexpected_keys"] == ["model.model.ema_decay"]
+    base_json = json.loads((tmp_path / "base" / "base.json").read_text())
+    assert base_json["unexpected_keys"] == ["model.model.ema_decay"]
+    backend.load_dit(tmp_path / "base")
+    assert backend.load_report["unexpected_keys"] == ["model.model.ema_decay"]
+
+
+def test_missing_dit_keys_fail_naming_them(pretrained, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    folder, _ = pretrained
+    state = load_file(folder / "model.safetensors")
+    del state["model.model.transformer.layers.1.self_attn.to_qkv.weight"]
+    bad = tmp_path / "missing"
+    bad.mkdir()
+    save_file(state, bad / "model.safetensors")
+    shutil.copy(folder / "model_config.json", bad / "model_config.json")
+    with pytest.raises(
+        ValueError, match=r"1 missing: model.model.transformer.layers.1.self_attn.to_qkv"
+    ):
+        backend_for(bad).prepare_base(tmp_path / "base")
+
+
+@pytest.mark.parametrize("pretraining", ["uniform", "log_snr", "log_snr_uniform"])
+def test_model_config_sampler_never_replaces_lora_sampler(
+    pretrained, tmp_path, pretraining, capsys
+):
+    folder, _ = pretrained
+    config = json.loads((folder / "model_config.json").read_text())
+    config["training"] = {"timestep_sampler": pretraining}
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "model_config.json").write_text(json.dumps(config))
+    (other / "model.safetensors").symlink_to(folder / "model.safetensors")
+    backend = backend_for(other)
+    assert backend.timestep_sampler == "trunc_logit_normal"
+    assert backend.describe()["model_timestep_sampler"] == pretraining
+    assert f"training.timestep_sampler {pretraining!r} (its pretraining) is not used" in (
+        capsys.readouterr().err
+    )
+    g = torch.Generator().manual_seed(0)
+    t = backend.sample_timesteps(4, g)
+    assert torch.equal(t, draw_timesteps("trunc_logit_normal", 4, torch.Generator().manual_seed(0)))
+
+
+def test_other_sa3_samplers_by_option(pretrained):
+    folder, _ = pretrained
+    options = {"timestep_sampler": "log_snr", "timestep_sampler_options": {"mean_logsnr": 0.0}}
+    backend = backend_for(folder, stable_audio_3=options)
+    t = backend.sample_timesteps(8, torch.Generator().manual_seed(1))
+    expected = draw_timesteps("log_snr", 8, torch.Generator().manual_seed(1), mean_logsnr=0.0)
+    assert torch.equal(t, expected)
+    uniform = backend_for(folder, stable_audio_3={"timestep_sampler": "uniform"})
+    t = uniform.sample_timesteps(4, torch.Generator().manual_seed(1))
+    assert sorted((t * 4).floor().long().tolist()) == [0, 1, 2, 3]  # upstream's Sobol
+    with pytest.raises(ValueError, match=r"timestep_sampler: 'cosine' is not one of"):
+        backend_for(folder, stable_audio_3={"timestep_sampler": "cosine"})
+    with pytest.raises(ValueError, match=r"bad options"):
+        backend_for(
+            folder,
+            stable_audio_3={"timestep_sampler": "log_snr", "timestep_sampler_options": {"mu": 1}},
+        )
 
 
 def test_hub_names_resolve_through_the_hub(sa3, offline_hub):

@@ -4,8 +4,8 @@ A backend exposes:
 
 - audio -> latents (``encode_audio``, ``encode_audio_batch``) and latents -> audio (``decode``);
 - captions -> text conditioning (``encode_text``), stored once per caption by the latents stage;
-- the DiT module (``new_dit`` / ``load_dit`` / ``save_dit``) and the names of the modules that
-  peft adapters target (``peft_target_modules``);
+- the DiT module (``new_dit`` / ``load_dit`` / ``save_dit``) and the modules of a DiT that
+  peft adapters target (``adapter_targets``: full names, resolved against the DiT itself);
 - the objective (``objective``, ``noisy_input``) and its training-timestep sampler
   (``sample_timesteps``, then ``shift_timesteps``);
 - one DiT evaluation (``dit_forward``) and a sampler (``sample``);
@@ -26,6 +26,7 @@ import json
 import math
 import os
 import shutil
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,13 @@ class Backend(ABC):
     @abstractmethod
     def save_dit(self, dit: torch.nn.Module, base_dir) -> None:
         """Stores a trained diffusion transformer so that ``load_dit`` gives it back."""
+
+    def adapter_targets(self, dit: torch.nn.Module) -> list[str]:
+        """Full names of the Linear/Conv1d modules of dit that adapters train: by default those
+        that ``peft_target_modules`` reach; a name that reaches another kind of module fails."""
+        from eisbach.adapters import resolve_targets
+
+        return resolve_targets(dit, self.peft_target_modules, f"backend {self.id}")
 
     @abstractmethod
     def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
@@ -257,8 +265,10 @@ def load_safetensors(path: Path, device="cpu") -> dict[str, torch.Tensor]:
     return load_file(str(path), device=str(device))
 
 
-def check_state_dict(module: torch.nn.Module, state: dict, where: str) -> None:
-    """Raises naming every key that is missing, unexpected or of the wrong shape."""
+def check_state_dict(module: torch.nn.Module, state: dict, where: str) -> list[str]:
+    """The keys of ``state`` that ``module`` has no place for (upstream's loaders report and
+    skip those), sorted. Raises naming every key that is missing or of the wrong shape: the
+    packages' ``copy_state_dict`` would skip those silently and leave random weights."""
     expected = module.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -267,21 +277,32 @@ def check_state_dict(module: torch.nn.Module, state: dict, where: str) -> None:
         for k in set(expected) & set(state)
         if tuple(state[k].shape) != tuple(expected[k].shape)
     )
-    problems = []
-    for label, keys in (("missing", missing), ("unexpected", unexpected), ("shape", wrong)):
-        if keys:
-            problems.append(
-                f"{len(keys)} {label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
-            )
-    if problems:
+    if missing or wrong:
+        problems = []
+        for label, keys in (("missing", missing), ("shape", wrong), ("unexpected", unexpected)):
+            if keys:
+                problems.append(
+                    f"{len(keys)} {label}: {', '.join(keys[:8])}{' ...' if len(keys) > 8 else ''}"
+                )
         raise ValueError(
             f"{where}: the weights do not match model_config.json ({'; '.join(problems)})"
         )
+    return unexpected
 
 
-def load_checked(module: torch.nn.Module, state: dict, where: str) -> None:
-    check_state_dict(module, state, where)
-    module.load_state_dict(state, strict=True)
+def load_checked(module: torch.nn.Module, state: dict, where: str) -> list[str]:
+    """Loads every key module expects (all present, all of the right shape) and returns the
+    unexpected keys it skipped, after reporting them on stderr."""
+    unexpected = check_state_dict(module, state, where)
+    if unexpected:
+        print(
+            f"{where}: skipping {len(unexpected)} unexpected keys, as the package's loader "
+            f"does: {', '.join(unexpected[:8])}{' ...' if len(unexpected) > 8 else ''}",
+            file=sys.stderr,
+        )
+    skipped = set(unexpected)
+    module.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=True)
+    return unexpected
 
 
 def link_pretrained(files: PretrainedFiles, base_dir, copy: bool = False) -> dict:
@@ -366,8 +387,9 @@ def resolve_paths(cfg: dict, folder) -> dict:
 
 
 def read_config(path) -> dict:
-    """A model_config.json, its folder-relative paths resolved (see PATH_KEYS)."""
-    return resolve_paths(json.loads(Path(path).read_text()), Path(path).parent)
+    """A model_config.json, its folder-relative paths resolved (see PATH_KEYS) against the
+    folder the file really lives in (a linked base points into the pretrained folder)."""
+    return resolve_paths(json.loads(Path(path).read_text()), Path(path).resolve().parent)
 
 
 def named_base(dit: torch.nn.Module, base_dir) -> torch.nn.Module:
@@ -523,9 +545,3 @@ class ConditionedDiT(torch.nn.Module):
             kwargs["padding_mask"] = padding_mask.bool()
         inputs = {k: v for k, v in inputs.items() if v is not None}
         return self.model(x, t, **inputs, **kwargs)
-
-
-def zero_weights_note(module: torch.nn.Module) -> list[str]:
-    """Names of weights that are all zero (peft's DoRA cannot adapt those: it divides by the
-    weight norm)."""
-    return [n for n, p in module.named_parameters() if n.endswith("weight") and not p.any()]

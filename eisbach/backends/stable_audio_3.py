@@ -19,10 +19,11 @@ change to ``torch._dynamo.config`` (suppress_errors, cache_size_limit) is undone
   because Stable Audio 3's adapters train that projection too.
   ``backend.stable_audio_3.text_encoder`` overrides where T5Gemma is loaded from.
 - DiT: ``forward(x, t, cross_attn_cond, ..., padding_mask, ...)``, t in [0, 1] (1 = noise),
-  predicting the velocity noise - x0. Timesteps: ``trunc_logit_normal`` flipped (t = 1 - u)
-  unless the model config's ``training.timestep_sampler`` or
-  ``backend.stable_audio_3.timestep_sampler`` says otherwise; then the model's training
-  distribution shift, if any. Sampling: Euler on the model's sampling schedule (its
+  predicting the velocity noise - x0. Timesteps: Stable Audio 3 LoRA's ``trunc_logit_normal``
+  flipped (t = 1 - u), or another of the package's samplers named by
+  ``backend.stable_audio_3.timestep_sampler`` (never the model config's
+  ``training.timestep_sampler``, its pretraining: recorded, not used); then the model's
+  training distribution shift, if any. Sampling: Euler on the model's sampling schedule (its
   ``sampling_dist_shift``) with the project's steps and cfg (the package defaults to 8 steps,
   cfg 1 and pingpong).
 """
@@ -49,37 +50,6 @@ INSTALL_HINT = (
     f"pip install --no-deps 'stable-audio-3 @ git+{SA3_REPOSITORY}@{SA3_COMMIT}' "
     "(or pip install --no-deps a wheel built from that commit)"
 )
-
-# Every Linear and Conv1d of the DiT and of the conditioners it runs, as Stable Audio 3's own
-# adapters target them: attention, feed-forward, the timestep/cond/global/prepend/local
-# embedders, project_in/out, the pre/postprocess convs, T5Gemma's output projection (named
-# "<text id>.proj_out" on an instance) and the number embedders.
-SA3_TARGET_MODULES = [
-    "to_qkv",
-    "to_out",
-    "to_q",
-    "to_kv",
-    "ff.ff.0.proj",
-    "ff.ff.2",
-    "to_timestep_embed.0",
-    "to_timestep_embed.2",
-    "to_cond_embed.0",
-    "to_cond_embed.2",
-    "to_global_embed.0",
-    "to_global_embed.2",
-    "to_prepend_embed.0",
-    "to_prepend_embed.2",
-    "global_cond_embedder.0",
-    "global_cond_embedder.2",
-    "to_local_embed.0",
-    "to_local_embed.2",
-    "project_in",
-    "project_out",
-    "preprocess_conv",
-    "postprocess_conv",
-    "proj_out",
-    "embedder.embedding.1",
-]
 
 
 @contextlib.contextmanager
@@ -114,23 +84,8 @@ def import_stable_audio_3():
     return sys.modules["stable_audio_3"]
 
 
-def is_linear_or_conv(module) -> bool:
-    return isinstance(module, torch.nn.Linear | torch.nn.Conv1d)
-
-
-def untargeted(dit: torch.nn.Module, targets: list[str]) -> list[str]:
-    """Linear/Conv1d modules of dit that no target name matches (peft's suffix rule)."""
-    return [
-        name
-        for name, module in dit.named_modules()
-        if is_linear_or_conv(module)
-        and not any(name == t or name.endswith("." + t) for t in targets)
-    ]
-
-
 class StableAudio3Backend(StableAudioToolsBackend):
     id = "stable-audio-3"
-    peft_target_modules = SA3_TARGET_MODULES
     package = "stable-audio-3"
     options_key = "stable_audio_3"
 
@@ -142,12 +97,6 @@ class StableAudio3Backend(StableAudioToolsBackend):
                 f"{self._where()}: objective {self.model_objective!r}; Stable Audio 3 trains "
                 "rectified_flow or rf_denoiser"
             )
-        # the text conditioner's projection by its id: the number conditioners' proj_out is
-        # an Identity, which peft cannot adapt
-        self.peft_target_modules = [
-            f"{self.text_id}.proj_out" if t == "proj_out" else t for t in SA3_TARGET_MODULES
-        ]
-        self.untargeted_modules: list[str] = []
 
     def resolve(self, pretrained: str, weights: bool = True) -> PretrainedFiles:
         from stable_audio_3.model_configs import models
@@ -169,12 +118,40 @@ class StableAudio3Backend(StableAudioToolsBackend):
         self.cond_ids["modular_local_cond_ids"] = [
             c["id"] for c in diffusion.get("modular_local_cond_configs", [])
         ]
-        training = cfg.get("training") or {}
-        self.timestep_sampler = (
-            self.options.get("timestep_sampler")
-            or training.get("timestep_sampler")
-            or "trunc_logit_normal"
-        )
+
+    def _choose_timestep_sampler(self, training: dict) -> None:
+        """Stable Audio 3 LoRA's own sampler (train_lora.py: trunc_logit_normal), unless
+        ``backend.stable_audio_3.timestep_sampler`` names another of the package's. The model
+        config's ``training.timestep_sampler`` is how the model was pretrained; it is recorded
+        (``model_timestep_sampler``) and never replaces the fine-tuning sampler unasked."""
+        from eisbach.objectives import SA3_SAMPLERS
+
+        self.model_timestep_sampler = training.get("timestep_sampler")
+        name = self.options.get("timestep_sampler") or "trunc_logit_normal"
+        if name not in SA3_SAMPLERS:
+            raise ValueError(
+                f"backend.stable_audio_3.timestep_sampler: {name!r} is not one of Stable Audio "
+                f"3's samplers ({', '.join(SA3_SAMPLERS)})"
+            )
+        self.timestep_sampler = name
+        self.timestep_sampler_options = dict(self.options.get("timestep_sampler_options") or {})
+        self.sample_timesteps(1, torch.Generator())  # bad options fail here
+        if self.model_timestep_sampler not in (None, name):
+            print(
+                f"stable-audio-3: fine-tuning with {name!r}; the model config's "
+                f"training.timestep_sampler {self.model_timestep_sampler!r} (its pretraining) is "
+                "not used (set backend.stable_audio_3.timestep_sampler to use it)",
+                file=sys.stderr,
+            )
+
+    def sample_timesteps(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        from eisbach.objectives import SA3_SAMPLERS, sample_timesteps
+
+        name = SA3_SAMPLERS[self.timestep_sampler]
+        return sample_timesteps(name, n, generator, **self.timestep_sampler_options)
+
+    def describe(self) -> dict:
+        return super().describe() | {"model_timestep_sampler": self.model_timestep_sampler}
 
     # --- loading ------------------------------------------------------------------------------------
     def build_model(self, cfg: dict) -> torch.nn.Module:
@@ -199,7 +176,7 @@ class StableAudio3Backend(StableAudioToolsBackend):
         from stable_audio_3.models.diffusion import ConditionedDiffusionModelWrapper
 
         conditioners = wrapper.conditioner.conditioners
-        dit = ConditionedDiT(
+        return ConditionedDiT(
             wrapper.model,
             {i: conditioners[i] for i in [*self.number_ids, self.text_id]},
             self.text_id,
@@ -209,13 +186,16 @@ class StableAudio3Backend(StableAudioToolsBackend):
             text_head=self.text_id,
             pass_padding_mask=bool(getattr(wrapper, "mask_padding_attention", False)),
         )
-        self.untargeted_modules = untargeted(dit, self.peft_target_modules)
-        if self.untargeted_modules:
-            print(
-                f"stable-audio-3: adapters will not reach {self.untargeted_modules}",
-                file=sys.stderr,
-            )
-        return dit
+
+    def adapter_targets(self, dit: torch.nn.Module) -> list[str]:
+        """Every Linear and Conv1d of the DiT and of the conditioners it runs, as Stable Audio
+        3's LoRA trainer selects them (by type, on the DiT and the conditioner): attention,
+        feed-forward, the embedders, project_in/out, the pre/postprocess convs, the number
+        embedders, and the text conditioner's ``proj_out`` where it is a Linear (at Medium's
+        shape it is an Identity: T5Gemma's width equals cond_dim)."""
+        from eisbach.adapters import adaptable_modules
+
+        return adaptable_modules(dit)
 
     # --- audio <-> latents ------------------------------------------------------------------------
     @torch.no_grad()

@@ -92,6 +92,9 @@ class StableAudioToolsBackend(Backend):
             f"{self.package}=={version(self.package)};{self.pretrained}@{snapshot_tag(self.files)}"
         )
         self._wrappers: dict[tuple[str, str], torch.nn.Module] = {}
+        # the last load: its weights file and the unexpected keys skipped (run.json records it)
+        self.load_report: dict = {}
+        self._reports: dict[tuple[str, str], dict] = {}
         self._handed_out: set[int] = set()
 
     # --- config ---------------------------------------------------------------------------------
@@ -137,11 +140,7 @@ class StableAudioToolsBackend(Backend):
                 f"{where}: objective {self.model_objective!r} is not supported "
                 "(v, rectified_flow, rf_denoiser)"
             )
-        training = cfg.get("training") or {}
-        self.timestep_sampler = self.options.get("timestep_sampler") or training.get(
-            "timestep_sampler", "uniform"
-        )
-        draw_timesteps(self.timestep_sampler, 0, torch.Generator())  # an unknown name fails here
+        self._choose_timestep_sampler(cfg.get("training") or {})
         self.cond_types = {
             c["id"]: c["type"] for c in model.get("conditioning", {}).get("configs", [])
         }
@@ -158,6 +157,12 @@ class StableAudioToolsBackend(Backend):
             raise ValueError(f"{where}: expected one text conditioner among {used}, got {text_ids}")
         self.text_id = text_ids[0]
         self.number_ids = sorted({i for i in used if self.cond_types.get(i) in NUMBER_TYPES})
+
+    def _choose_timestep_sampler(self, training: dict) -> None:
+        self.timestep_sampler = self.options.get("timestep_sampler") or training.get(
+            "timestep_sampler", "uniform"
+        )
+        draw_timesteps(self.timestep_sampler, 0, torch.Generator())  # an unknown name fails here
 
     def text_types(self) -> tuple[str, ...]:
         return TEXT_TYPES
@@ -192,6 +197,7 @@ class StableAudioToolsBackend(Backend):
         """The whole pretrained model (autoencoder, conditioners, DiT), every key checked."""
         key = (str(Path(files.config).resolve()), str(Path(files.weights).resolve()))
         if cached and key in self._wrappers:
+            self.load_report = self._reports[key]
             return self._wrappers[key]
         cfg = read_config(files.config)
         with torch.random.fork_rng():  # building draws random initial weights
@@ -205,7 +211,11 @@ class StableAudioToolsBackend(Backend):
                 ) from err
         state = load_safetensors(files.weights)
         state = self.remap_keys(state, wrapper)
-        load_checked(wrapper, state, f"{files.weights}")
+        unexpected = load_checked(wrapper, state, f"{files.weights}")
+        self.load_report = self._reports[key] = {
+            "weights": str(files.weights),
+            "unexpected_keys": unexpected,
+        }
         wrapper.to(self.device).eval().requires_grad_(False)
         if cached:
             self._wrappers[key] = wrapper
@@ -282,6 +292,9 @@ class StableAudioToolsBackend(Backend):
             "backend_version": self.version,
             "dit_parameters": sum(p.numel() for p in wrapper.model.parameters()),
             "tensors_checked": len(wrapper.state_dict()),
+            # keys of the checkpoint the model has no place for: reported and skipped, as
+            # the package's own loader does (missing or mis-shaped keys fail instead)
+            "unexpected_keys": self.load_report["unexpected_keys"],
         }
         write_json(Path(base_dir) / "base.json", record)
         return record

@@ -151,6 +151,24 @@ def validate_clip(audio: np.ndarray, sample_rate: int, rules: dict) -> tuple[str
     return "ok", ""
 
 
+def to_channels(audio: np.ndarray, rate: int, target_rate: int, channels: int) -> np.ndarray:
+    """float32 at target_rate, limited to [-1, 1]: mono [frames] for channels 1 (the channels
+    averaged), stereo [frames, 2] for channels 2 (a mono source on both sides, the first two
+    channels of a wider one)."""
+    if channels == 1:
+        return to_mono(audio, rate, target_rate)
+    if channels != 2:
+        raise ValueError(f"data.channels must be 1 or 2, got {channels}")
+    x = audio[:, None] if audio.ndim == 1 else audio
+    x = np.repeat(x, 2, axis=1) if x.shape[1] == 1 else x[:, :2]
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if rate != target_rate:
+        import soxr
+
+        x = soxr.resample(x, rate, target_rate, quality="HQ").astype(np.float32)
+    return np.clip(x, -1.0, 1.0)
+
+
 def to_mono(audio: np.ndarray, rate: int, target_rate: int) -> np.ndarray:
     """Mono float32 at target_rate (soxr, high quality), limited to [-1, 1]."""
     mono = audio.mean(axis=1) if audio.ndim == 2 else audio

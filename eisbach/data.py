@@ -45,7 +45,7 @@ import pyarrow.parquet as pq
 
 from eisbach import musiccaps, provenance, ytdlp
 from eisbach.atomic import write_json, write_parquet, write_wav
-from eisbach.audio_checks import DecodeError, decode, find_ffmpeg, to_mono, validate_clip
+from eisbach.audio_checks import DecodeError, decode, find_ffmpeg, to_channels, validate_clip
 from eisbach.provenance import file_sha256
 from eisbach.ytdlp import COOKIES_ENV, redacted_config
 
@@ -126,6 +126,7 @@ DEFAULTS = {
     "backoff_s": 5.0,
     "sleep_s": 0.0,
     "on_bot_check": "fail",
+    "channels": 1,
 }
 
 BOT_CHECK_ADVICE = (
@@ -238,6 +239,7 @@ class ClipWriter:
     def __init__(self, data: dict, sample_rate: int, data_dir: Path, ffmpeg: str | None):
         self.rules = data["validation"]
         self.sample_rate = sample_rate
+        self.channels = int(data.get("channels", 1))
         self.audio_dir = Path(data_dir) / "audio"
         self.ffmpeg = ffmpeg
         self.provenance = provenance.content_provenance({"data": data, "sample_rate": sample_rate})
@@ -261,12 +263,12 @@ class ClipWriter:
         if status != "ok":
             dst.unlink(missing_ok=True)
             return row | {"status": status, "reason": f"{reason} ({src.name})"}
-        mono = to_mono(audio, rate, self.sample_rate)
-        write_wav(dst, mono, self.sample_rate, self.provenance)
+        clip = to_channels(audio, rate, self.sample_rate, self.channels)
+        write_wav(dst, clip, self.sample_rate, self.provenance)
         return row | {
             "status": "ok",
             "reason": note,
-            "duration": len(mono) / self.sample_rate,
+            "duration": len(clip) / self.sample_rate,
             "sample_rate": self.sample_rate,
             "sha256": file_sha256(dst),
             "path": str(dst),

@@ -49,27 +49,38 @@ TEXT_BATCH = 64
 __all__ = ["caption_key", "load_latents", "load_text", "main", "run"]
 
 
-def load_clip(path: str, expected_sha256: str, sample_rate: int, manifest=None) -> np.ndarray:
+def load_clip(
+    path: str, expected_sha256: str, sample_rate: int, manifest=None, channels: int = 1
+) -> np.ndarray:
+    """The verified clip: mono [n] for a mono backend, [channels, n] for a stereo one (a mono
+    clip on both sides, as Stable Audio 3's trainer forces stereo; a stereo clip as it is)."""
     verify_file(path, expected_sha256, record=manifest or "the data manifest", rule="data_shard")
     audio, rate = sf.read(path, dtype="float32", always_2d=True)
     if rate != sample_rate:
         raise ValueError(f"{path}: {rate} Hz, the backend expects {sample_rate} Hz")
-    return audio.mean(axis=1)
+    if channels == 1:
+        return audio.mean(axis=1)
+    if audio.shape[1] == 1:
+        audio = np.repeat(audio, channels, axis=1)
+    return np.ascontiguousarray(audio[:, :channels].T)
 
 
 def encode_latents(backend, rows: list[dict], progress=None, manifest=None) -> list[np.ndarray]:
     """The latents of a shard's clips: batched when the backend can (``encode_audio_batch``,
     e.g. on a GPU), else clip by clip."""
+    channels = int(getattr(backend, "audio_channels", 1))
     batched = getattr(backend, "encode_audio_batch", None)
     if batched is not None:
-        audio = [load_clip(r["path"], r["sha256"], backend.sample_rate, manifest) for r in rows]
+        audio = [
+            load_clip(r["path"], r["sha256"], backend.sample_rate, manifest, channels) for r in rows
+        ]
         latents = batched(audio, backend.sample_rate)
         if progress is not None:
             progress.update(len(rows))
         return latents
     latents = []
     for row in rows:
-        audio = load_clip(row["path"], row["sha256"], backend.sample_rate, manifest)
+        audio = load_clip(row["path"], row["sha256"], backend.sample_rate, manifest, channels)
         latents.append(backend.encode_audio(audio, backend.sample_rate))
         if progress is not None:
             progress.update(1)

@@ -80,9 +80,19 @@ def generate(args, sample_config: dict, backend_config: dict) -> pa.Table:
     jobs = [(p, s) for p in prompts for s in seeds]
 
     embeddings, masks = backend.encode_text([p["text"] for p, _ in jobs])
+    # Stable Audio 3 generates with headroom past the duration and a padding mask over it;
+    # other backends generate exactly the frames asked for.
+    total, valid = backend.generation_frames(frames)
     noise = torch.cat(
-        [initial_noise(p["id"], s, (backend.latent_channels, frames)) for p, s in jobs]
+        [initial_noise(p["id"], s, (backend.latent_channels, total)) for p, s in jobs]
     )
+    extra = {}
+    if (total, valid) != (frames, frames):
+        extra = {
+            "mask": (torch.arange(total) < valid).expand(len(jobs), total),
+            "seconds_total": frames / backend.latent_rate,
+            "schedule_frames": frames,
+        }
     latents = backend.sample(
         model,
         noise,
@@ -90,8 +100,11 @@ def generate(args, sample_config: dict, backend_config: dict) -> pa.Table:
         torch.from_numpy(masks),
         steps=int(sample_config["steps"]),
         cfg_scale=float(sample_config["cfg_scale"]),
+        **extra,
     )
     audio = backend.decode(latents)
+    if extra:  # the duration asked for, as generate() truncates its output
+        audio = audio[:, : round(frames * backend.sample_rate / backend.latent_rate)]
     stage_config = {"sample": sample_config, "backend": backend_config, "run_id": args.run_id}
     sample_provenance = provenance.content_provenance(stage_config)
     rows = []

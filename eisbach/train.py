@@ -686,6 +686,7 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
     data = data or TrainingData(args.latents_dir, cfg.get("loader"))
     base_sha256 = verify_weights(args.base_dir, [BASE_WEIGHTS], "pretrain_base")[BASE_WEIGHTS]
     dit = backend.load_dit(args.base_dir)
+    base_load = dict(getattr(backend, "load_report", {}))  # that load's skipped keys
     modules, left_out = adapters.plan(dit, adapter, adapters.target_modules(backend, cfg, dit))
     if left_out and ctx.is_main:
         print(
@@ -745,7 +746,7 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
         "seed": seed,
         "target_modules": modules,
         "target_modules_left_out": left_out,
-        "base_load": getattr(backend, "load_report", {}),
+        "base_load": base_load,
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
         "frozen_parameters": sum(p.numel() for p in model.parameters() if not p.requires_grad),
         "train_clips": data.num_rows,

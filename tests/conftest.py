@@ -43,8 +43,10 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
-def run_snakemake(workdir: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+def run_snakemake(
+    workdir: Path, *args: str, timeout: int = 1800, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO)) | (env or {})
     return subprocess.run(
         [*SNAKEMAKE, *args],
         cwd=workdir,

@@ -141,14 +141,30 @@ class Backend(ABC):
         """steps + 1 times from 1 (noise) down to 0 (data)."""
         return torch.linspace(1.0, 0.0, steps + 1)
 
+    def generation_frames(self, n_frames: int) -> tuple[int, int]:
+        """(latent frames to generate, frames the padding mask keeps valid) for samples of
+        n_frames; the sample stage keeps the first n_frames. Default: exactly n_frames."""
+        return n_frames, n_frames
+
     @torch.no_grad()
     def sample(
-        self, dit, noise, cond, cond_mask, steps: int, cfg_scale: float, mask=None
+        self,
+        dit,
+        noise,
+        cond,
+        cond_mask,
+        steps: int,
+        cfg_scale: float,
+        mask=None,
+        seconds_total=None,
+        schedule_frames: int | None = None,
     ) -> torch.Tensor:
         """Deterministic integration from t=1 (noise) to t=0 over ``sampling_schedule``.
 
         Rectified flow: Euler steps on the velocity. v: DDIM steps (x0 and noise estimated
-        from v on the cosine schedule). Returns the latents [B, C, T] on the CPU.
+        from v on the cosine schedule). ``mask`` [B, T]: the padding mask; ``seconds_total``:
+        the timing condition (default from the mask); ``schedule_frames``: the length the
+        schedule's shift is computed for (default T). Returns the latents [B, C, T] on the CPU.
         """
         if self.objective not in ("rectified_flow", "v"):
             raise NotImplementedError(f"no sampler for objective {self.objective!r}")
@@ -156,7 +172,9 @@ class Backend(ABC):
         x = noise.to(device)
         cond, cond_mask = cond.to(device), cond_mask.to(device)
         extra = {} if mask is None else {"mask": mask.to(device)}
-        ts = self.sampling_schedule(steps, x.shape[-1])
+        if seconds_total is not None:
+            extra["seconds_total"] = seconds_total
+        ts = self.sampling_schedule(steps, schedule_frames or x.shape[-1])
         for t_now, t_next in zip(ts[:-1], ts[1:], strict=True):
             t_batch = torch.full((x.shape[0],), float(t_now), device=device)
             out = self.dit_forward(dit, x, t_batch, cond, cond_mask, cfg_scale=cfg_scale, **extra)

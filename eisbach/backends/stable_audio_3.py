@@ -43,6 +43,7 @@ from eisbach.backends.base import ConditionedDiT, PretrainedFiles, audio_tensor,
 from eisbach.backends.stable_audio_tools import StableAudioToolsBackend, seeded
 
 SA3_COMMIT = "636f906fc0ee54b3f06edf974dc7d3aa99d6841b"
+GENERATION_HEADROOM_S = 6.0  # StableAudioModel.generate(duration_padding_sec=6.0)
 SA3_REPOSITORY = "https://github.com/Stability-AI/stable-audio-3"
 INSTALL_HINT = (
     "install it without its dependencies (its declared numpy/torch/packaging pins conflict "
@@ -228,7 +229,16 @@ class StableAudio3Backend(StableAudioToolsBackend):
 
     @torch.no_grad()
     def decode_audio(self, latents: torch.Tensor) -> np.ndarray:
-        audio = super().decode_audio(latents)
+        """SAME's decode in ``inference_dtype``, as the package decodes its half model."""
+        pretransform = self.model().pretransform
+        dtype = self.inference_dtype()
+        pretransform.to(dtype)
+        try:
+            with seeded(0):
+                audio = pretransform.decode(latents.to(self.device, dtype))
+        finally:
+            pretransform.to(torch.float32)
+        audio = audio.float().clamp(-1, 1).cpu().numpy()
         return audio[..., : latents.shape[-1] * self.downsampling_ratio]
 
     # --- text ---------------------------------------------------------------------------------------
@@ -261,6 +271,34 @@ class StableAudio3Backend(StableAudioToolsBackend):
         if not wrapper.use_effective_length_for_schedule:
             n_frames = int(n_frames.max())  # the padded length, as the package trains
         return wrapper.dist_shift.shift(t, n_frames)
+
+    def generation_frames(self, n_frames: int) -> tuple[int, int]:
+        """As the package's generate(): the length of the duration plus 6 s of headroom,
+        rounded up to the autoencoder's chunk alignment; the padding mask keeps the duration
+        plus the headroom (model.py _adapt_sample_size, inference/sampling.py)."""
+        seconds = n_frames / self.latent_rate
+        samples = int((seconds + GENERATION_HEADROOM_S) * self.sample_rate)
+        ratio = self.downsampling_ratio
+        samples = -(-samples // ratio) * ratio
+        encoder = self.model_config["model"]["pretransform"]["config"]["encoder"]["config"]
+        align = ratio * (int(encoder.get("chunk_size", 32)) // int(encoder["strides"][0]))
+        total = -(-samples // align) * align // ratio
+        headroom = int(GENERATION_HEADROOM_S * self.sample_rate / ratio)
+        return total, min(n_frames + headroom, total)
+
+    def inference_dtype(self) -> torch.dtype:
+        name = self.options.get("inference_dtype", "auto")
+        if name == "auto":
+            return torch.float16 if self.device.type == "cuda" else torch.float32
+        return getattr(torch, name)
+
+    @torch.no_grad()
+    def sample(self, dit, noise, cond, cond_mask, steps: int, cfg_scale: float, **kwargs):
+        """The base sampler with the DiT in ``inference_dtype`` (half on CUDA by default, as
+        the package generates); the latents come back in float32."""
+        dit.to(self.inference_dtype())
+        out = super().sample(dit, noise, cond, cond_mask, steps, cfg_scale, **kwargs)
+        return out.float()
 
     def sampling_schedule(self, steps: int, n_frames: int) -> torch.Tensor:
         ts = torch.linspace(1.0, 0.0, steps + 1)

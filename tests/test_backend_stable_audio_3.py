@@ -298,3 +298,61 @@ def test_hub_names_resolve_through_the_hub(sa3, offline_hub):
         RuntimeError, match=r"backend.pretrained='medium-base'.*stable-audio-3-medium-base"
     ):
         backend_for("medium-base")
+
+
+@pytest.mark.parametrize("frames", [11, 108, 300])
+def test_generation_headroom_and_mask_are_generates(pretrained, frames):
+    """Against the package's own generate() arithmetic: the length it generates for a
+    seconds_total (model.py _adapt_sample_size, 6 s of headroom) and the padding mask's valid
+    length (inference/sampling.py: the duration's frames plus the headroom's)."""
+    from types import SimpleNamespace
+
+    from stable_audio_3.data.utils import compute_effective_seq_len_from_conditioning
+    from stable_audio_3.model import StableAudioModel
+
+    folder, _ = pretrained
+    backend = backend_for(folder)
+    seconds = frames / backend.latent_rate
+    wrapper = SimpleNamespace(
+        sample_rate=SR, pretransform=SimpleNamespace(downsampling_ratio=RATIO)
+    )
+    upstream = SimpleNamespace(model=wrapper, model_config=backend.model_config)
+    conditioning = [{"prompt": "x", "seconds_total": seconds}]
+    samples = StableAudioModel._adapt_sample_size(upstream, conditioning, 10**9, 6.0)
+    effective = compute_effective_seq_len_from_conditioning(conditioning, SR, RATIO, "cpu")
+    total = samples // RATIO
+    valid = min(int(effective[0]) + int(6.0 * SR / RATIO), total)
+    assert backend.generation_frames(frames) == (total, valid)
+    assert int(effective[0]) == frames and total > frames
+
+
+def test_sampling_dtype_and_padding_mask(pretrained, tmp_path):
+    folder, _ = pretrained
+    backend = backend_for(folder)
+    assert backend.inference_dtype() == torch.float32  # auto on CPU
+    backend.device = torch.device("cuda")  # only to read what auto means there
+    assert backend.inference_dtype() == torch.float16
+    bf16 = backend_for(folder, stable_audio_3={"inference_dtype": "bfloat16"})
+    assert bf16.inference_dtype() == torch.bfloat16
+
+    hidden, masks = bf16.encode_text(CAPTIONS[:2])
+    total, valid = bf16.generation_frames(4)
+    noise = torch.randn(2, LATENT, total, generator=torch.Generator().manual_seed(0))
+    mask = (torch.arange(total) < valid).expand(2, total)
+    bf16.prepare_base(tmp_path / "base")
+    dit = bf16.load_dit(tmp_path / "base")
+    x = bf16.sample(
+        dit.eval(),
+        noise,
+        torch.from_numpy(hidden),
+        torch.from_numpy(masks),
+        steps=2,
+        cfg_scale=3.0,
+        mask=mask,
+        seconds_total=4 / bf16.latent_rate,
+        schedule_frames=4,
+    )
+    assert x.dtype == torch.float32 and torch.isfinite(x).all()
+    assert next(dit.parameters()).dtype == torch.bfloat16
+    audio = bf16.decode(x)
+    assert audio.shape == (2, total * RATIO) and np.isfinite(audio).all()

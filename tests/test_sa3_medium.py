@@ -12,6 +12,7 @@ Skips only when ../shared is absent (no wheel to install).
 """
 
 import copy
+import re
 from functools import partial
 
 import numpy as np
@@ -111,6 +112,15 @@ def test_medium_at_full_size(folders):
 
     targets = backend.adapter_targets(dit)
     assert len(targets) == MEDIUM_TARGETS
+
+    # The test model has Medium's module set and tensor names, block for block.
+    def collapsed(names):
+        return {re.sub(r"\.layers\.\d+\.", ".layers.N.", n) for n in names}
+
+    small = backend.conditioned_dit(backend.model())
+    assert collapsed(backend.adapter_targets(small)) == collapsed(targets)
+    assert collapsed(small.state_dict()) == collapsed(dit.state_dict())
+    assert isinstance(small.conditioners["prompt"].proj_out, torch.nn.Identity)
     assert not any("proj_out" in t and "conditioners" in t for t in targets)
     per_block = {t.split(".layers.0.")[1] for t in targets if ".layers.0." in t}
     assert per_block == {

@@ -22,6 +22,11 @@ include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
 
 
+if "paper_smoke" in config:
+
+    include: "workflow/rules/paper_smoke.smk"
+
+
 rule all:
     input:
         "results/report/index.html",

@@ -14,8 +14,8 @@ boundaries:
   ../shared/data/music (not the YouTube audio): each clip is a window of one recording, its
   right channel that window a quarter-second later, so the channels differ.
 
-Usage: ``python scripts/paper_smoke.py --csv musiccaps-public.csv --music DIR --out DIR``
-(the defaults are those of config/paper-smoke.yaml).
+The profile's first job (rule paper_smoke_inputs) runs ``scripts/paper_smoke.py --csv
+musiccaps-public.csv --music DIR --out DIR``, from the ``paper_smoke`` section.
 """
 
 from __future__ import annotations
@@ -77,8 +77,13 @@ def prepare(csv_path: Path, music_dir: Path, out: Path, limit: int) -> dict:
     from eisbach.backends.sa3_medium import save_test_model
 
     out.mkdir(parents=True, exist_ok=True)
+    if not Path(csv_path).is_file():
+        raise FileNotFoundError(f"paper_smoke.musiccaps_csv: {csv_path} does not exist")
     shutil.copyfile(csv_path, out / ".musiccaps-public.csv.tmp")
     (out / ".musiccaps-public.csv.tmp").replace(out / "musiccaps-public.csv")
+    for path, key in ((csv_path, "musiccaps_csv"), (music_dir, "music_dir")):
+        if not Path(path).exists():
+            raise FileNotFoundError(f"paper_smoke.{key}: {path} does not exist")
     rows = first_rows(csv_path, limit)
     clips = cut_clips(rows, music_dir, out / "audio")
     save_test_model(out / "model", PROMPTS + [r["caption"] for r in rows])

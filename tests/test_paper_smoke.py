@@ -27,14 +27,16 @@ RUNS = ["none_dora-r4_s0", "none_dora-r4_s1", "eisbach-l0.5_dora-r4_s0", "eisbac
 def paper_smoke_run(sa3, tmp_path_factory):
     csv_path, music = SHARED / "data" / "musiccaps-public.csv", SHARED / "data" / "music"
     workdir = copy_workflow(tmp_path_factory.mktemp("paper-smoke"))
-    paper_smoke.prepare(csv_path, music, workdir / "results" / "paper-smoke-inputs", limit=9)
     env_path = os.pathsep.join([str(REPO), str(sa3)])
+    sources = {"musiccaps_csv": str(csv_path), "music_dir": str(music)}
     result = run_snakemake(
         workdir,
         "--cores",
         "2",
         "--configfile",
         "config/paper-smoke.yaml",
+        "--config",
+        f"paper_smoke={json.dumps(sources)}",  # the copy's ../shared is elsewhere
         env={"PYTHONPATH": env_path},
     )
     assert result.returncode == 0, result.stderr[-6000:]

@@ -2,6 +2,8 @@
 network at its real architecture, random weights loaded from the paths the config names; the
 distances checked against the defining libraries' own functions on the same outputs."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.special
@@ -13,7 +15,17 @@ from conftest import REPO, run_snakemake
 
 from eisbach import anchors
 from eisbach.anchors import clap, openl3, passt
+from eisbach.anchors.weights import ClipCache
 from eisbach.frechet import frechet_from_stats, gaussian_stats
+from eisbach.provenance import file_sha256
+
+
+def cached(setup, anchor, module, name, path):
+    """The output anchor_table computed and cached for one clip (the same numbers it used)."""
+    cache = ClipCache(
+        setup["root"] / "cache", anchor, Path(setup["cfg"][name]["weights"]), module.SETTINGS
+    )
+    return np.load(cache.folder / f"{file_sha256(path)}.npy")
 
 
 def tone(path, rate, seconds, channels, freq, seed):
@@ -77,15 +89,19 @@ def test_every_anchor_ran_on_its_real_architecture(setup):
         "sample_rate": 44100,
         "channels": 2,
     }
-    net = passt.load(setup["cfg"]["kl_passt"]["weights"], "cpu").net
-    assert len(net.blocks) == 12 and net.head[1].out_features == 527
+    state = torch.load(setup["cfg"]["kl_passt"]["weights"], weights_only=True)
+    assert "blocks.11.attn.qkv.weight" in state and "blocks.12.attn.qkv.weight" not in state
+    assert state["head.1.weight"].shape == (527, 768)  # PaSST-S: 12 blocks, 527 AudioSet classes
 
 
 def test_fd_openl3_matches_fadtk_on_the_same_frames(setup):
     fadtk = pytest.importorskip("fadtk", reason="fadtk is in envs/requirements.lock (no-deps part)")
-    model = openl3.load(setup["cfg"]["fd_openl3"]["weights"], "cpu")
-    group = [openl3.embed(r["path"], model, "cpu") for r in setup["rows"] if r["group"] == "a"]
-    ref = [openl3.embed(r["path"], model, "cpu") for r in setup["refs"] if r["split"] == "train"]
+
+    def frames(r):
+        return cached(setup, "openl3", openl3, "fd_openl3", r["path"])
+
+    group = [frames(r) for r in setup["rows"] if r["group"] == "a"]
+    ref = [frames(r) for r in setup["refs"] if r["split"] == "train"]
     assert group[0].shape[1] == 1024 and len(group[0]) == 5  # 2 s at hop 0.5, centred
     stats_a, stats_r = gaussian_stats(np.concatenate(group)), gaussian_stats(np.concatenate(ref))
     row = next(
@@ -110,12 +126,11 @@ def test_fd_rows_carry_n_and_groups_meet_at_equal_n(setup):
 
 
 def test_kl_passt_matches_scipy_on_the_same_probabilities(setup):
-    model = passt.load(setup["cfg"]["kl_passt"]["weights"], "cpu")
     refs = {r["id"]: r for r in setup["refs"]}
     values = []
     for row in setup["rows"][:2]:
-        p = passt.probabilities(row["path"], model, "cpu")
-        q = passt.probabilities(refs[row["prompt_id"][4:]]["path"], model, "cpu")
+        p = cached(setup, "passt", passt, "kl_passt", row["path"])
+        q = cached(setup, "passt", passt, "kl_passt", refs[row["prompt_id"][4:]]["path"])
         assert p.shape == (527,) and p.sum() == pytest.approx(1, abs=1e-5)
         values.append(float(np.sum(scipy.special.rel_entr(p, q + 1e-6))))
     kl = setup["result"]["kl_passt"]
@@ -129,7 +144,7 @@ def test_clap_score_matches_numpy_cosine(setup):
     model = clap.load(setup["cfg"]["clap_score"]["weights"], "cpu", setup["hf"])
     by_group = {}
     for row in setup["rows"]:
-        a = clap.audio_embedding(row["path"], model)
+        a = cached(setup, "clap", clap, "clap_score", row["path"])
         (t,) = clap.text_embeddings(model, [row["prompt"]])
         assert a.shape == (512,)
         by_group.setdefault(row["group"], []).append(a @ t / np.linalg.norm(a) / np.linalg.norm(t))
@@ -139,11 +154,17 @@ def test_clap_score_matches_numpy_cosine(setup):
         assert rows[group]["mean"] == pytest.approx(np.mean(values), rel=1e-5, abs=1e-6)
 
 
-def test_a_rerun_reads_the_cache_and_gives_the_same_numbers(setup):
+def test_a_rerun_reads_the_cache_and_gives_the_same_numbers(setup, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("a cached clip was computed again")
+
+    monkeypatch.setattr(openl3, "embed", never)
+    monkeypatch.setattr(clap, "audio_embedding", never)
+    cfg = {k: v for k, v in setup["cfg"].items() if k != "kl_passt"}  # the slowest to load
     again = anchors.anchor_table(
-        setup["rows"], setup["refs"], setup["cfg"], setup["root"] / "cache", lambda r: r["group"]
+        setup["rows"], setup["refs"], cfg, setup["root"] / "cache", lambda r: r["group"]
     )
-    for name in anchors.ANCHORS:
+    for name in ("fd_openl3", "clap_score"):
         assert again[name]["rows"] == setup["result"][name]["rows"]
 
 
@@ -191,3 +212,36 @@ def test_snakemake_refuses_it_before_any_job(workflow_copy):
     result = run_snakemake(workflow_copy, "-n", "--cores", "1", "--configfile", str(bad))
     assert result.returncode != 0
     assert "evaluate.anchors.fd_openl3" in result.stdout + result.stderr
+
+
+def test_report_table_is_empty_with_a_note_until_computed():
+    from eisbach.anchors.view import anchors_view
+
+    none_yet = {
+        name: anchors.skipped("weights absent: w.pt does not exist") for name in anchors.ANCHORS
+    }
+    view = anchors_view({"embedding_distances": {"anchors": none_yet | {"paper_reported": {}}}})
+    assert [r[0] for r in view["rows"]] == ["FD-openl3", "KL-PaSST", "CLAP score"]
+    assert all(r[4] == "not computed: weights absent: w.pt does not exist" for r in view["rows"])
+    assert all(r[-1] == "not reported" for r in view["rows"])
+    fd = {
+        "skipped": False,
+        "rows": [
+            {"group": "g", "reference": "eval", "n_group": 8, "n_reference": 16, "fd": 2.5}
+            | {"fd_inf": 1.0, "ci_low": 0.5, "ci_high": 1.5}
+        ],
+    }
+    paper = {"fd_openl3": {"value": 1.25, "source": "Table 1"}}
+    view = anchors_view(
+        {"embedding_distances": {"anchors": {"fd_openl3": fd, "paper_reported": paper}}}
+    )
+    assert view["rows"][0] == [
+        "FD-openl3",
+        "g",
+        "eval",
+        "8 vs 16 clips",
+        "2.5",
+        "1 [0.5, 1.5]",
+        "1.25 (Table 1)",
+    ]
+    assert anchors_view({}) is None

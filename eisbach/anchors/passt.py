@@ -12,6 +12,8 @@ stable-audio-metrics installs hear21passt from git (commit 3d4e7cf); this is the
 
 from __future__ import annotations
 
+import contextlib
+import io
 from functools import partial
 from pathlib import Path
 from unittest import mock
@@ -39,8 +41,14 @@ def build():
     from hear21passt.models import passt
 
     no_download = partial(passt.get_model, pretrained=False)
-    with mock.patch.object(base, "get_model_passt", no_download):
+    with mock.patch.object(base, "get_model_passt", no_download), quiet():
         return base.get_basic_model(mode="logits", arch=ARCH)
+
+
+def quiet():
+    """hear21passt prints the whole network and every tensor shape of its first forward pass;
+    stable-audio-metrics silences it the same way."""
+    return contextlib.redirect_stdout(io.StringIO())
 
 
 def load(weights: Path, device: str):
@@ -74,7 +82,7 @@ def probabilities(path: Path, model, device: str) -> np.ndarray:
     audio, _ = librosa.load(path, sr=SAMPLE_RATE, mono=True)
     audio = pyloudnorm.normalize.peak(audio, PEAK_DB)
     logits = []
-    with torch.no_grad():
+    with torch.no_grad(), quiet():
         for window in windows(audio):
             wave = torch.from_numpy(window).unsqueeze(0).to(device)
             logits.append(model(wave).squeeze(0))

@@ -44,10 +44,17 @@ lint: setup
 	$(BIN)/snakemake --lint --cores 1
 	$(BIN)/hadolint --config .hadolint.yaml Dockerfile
 
+# The lock is the resolution of envs/requirements.in, then envs/requirements-nodeps.in resolved with
+# --no-deps (packages whose metadata this stack cannot meet), appended; sync installs both.
 lock:
 	$(BIN)/uv pip compile envs/requirements.in --python-version 3.11 \
 	  --python-platform x86_64-manylinux_2_28 --generate-hashes \
 	  --override envs/overrides.txt -o envs/requirements.lock
+	$(BIN)/uv pip compile envs/requirements-nodeps.in --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 --generate-hashes --no-deps --no-header \
+	  -o envs/requirements-nodeps.part
+	cat envs/requirements-nodeps.part >> envs/requirements.lock
+	rm envs/requirements-nodeps.part
 
 paper-dry-run: setup
 	$(BIN)/snakemake -n --configfile config/paper.yaml site.yaml

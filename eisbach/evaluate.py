@@ -426,13 +426,16 @@ def embedding_distances(
         out["fd_musicnn"] = fd_table(groups, refs, fd_cfg, cache_dir / "musicnn")
     else:
         out["fd_musicnn"] = [{"skipped": True, "reason": "evaluate.fd.enabled is false"}]
+    from eisbach.anchors import ANCHORS, anchor_table, skipped
+
     anchors_cfg = cfg.get("anchors")
     if anchors_cfg:
-        from eisbach.anchors import anchor_table
-
-        out["anchors"] = anchor_table(rows, refs, anchors_cfg)
+        out["anchors"] = anchor_table(
+            rows, references, anchors_cfg, cache_dir / "anchors", fd_group_label
+        )
     else:
-        out["anchors"] = [{"skipped": True, "reason": "no evaluate.anchors in this profile"}]
+        out["anchors"] = {name: skipped("no evaluate.anchors in this profile") for name in ANCHORS}
+    out["anchors"]["paper_reported"] = (anchors_cfg or {}).get("paper_reported", {})
     return out
 
 

@@ -6,7 +6,7 @@ over per-clip embeddings: the mean over a clip's 3 s patches of the 200-unit pen
 MSD_musicnn (musicnn 0.1.0, weights inside its wheel), computed at 16 kHz. It runs offline. It is
 NOT the paper's FAD (VGGish) nor stable-audio-metrics' FD-openl3: another network, another layer,
 per-clip rather than per-frame statistics. Its numbers compare runs of this pipeline with each
-other only. See docs/fd-musicnn.md.
+other only. See docs/metrics.md (FD-musicnn) and scripts/musicnn_embed.py.
 
 musicnn needs TensorFlow, which never shares a process with torch here: the embeddings come from
 ``scripts/musicnn_embed.py`` run by ``.venv-musicnn/bin/python`` (envs/musicnn.lock, built by
@@ -55,20 +55,31 @@ def _sqrtm(a: np.ndarray) -> np.ndarray:
 
 
 def frechet_distance(x, y, eps: float = 1e-6) -> float:
-    """Fréchet distance between Gaussians fitted to x [n, d] and y [m, d] (n, m > 1).
-
-    As the standard FID/FAD code does: scipy.linalg.sqrtm of Σ_x Σ_y; when the product is
-    singular (a non-finite root) both covariances get ``eps`` on their diagonal; a small
-    imaginary part from round-off is dropped, a large one is an error."""
+    """Fréchet distance between Gaussians fitted to x [n, d] and y [m, d] (n, m > 1)."""
     x = np.asarray(x, np.float64)
     y = np.asarray(y, np.float64)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
         raise ValueError(f"embeddings must be [n, d] and [m, d]; got {x.shape} and {y.shape}")
     if len(x) < 2 or len(y) < 2:
         raise ValueError(f"a covariance needs at least 2 rows; got {len(x)} and {len(y)}")
-    mu_x, mu_y = x.mean(axis=0), y.mean(axis=0)
-    sigma_x = np.atleast_2d(np.cov(x, rowvar=False))
-    sigma_y = np.atleast_2d(np.cov(y, rowvar=False))
+    return frechet_from_stats(*gaussian_stats(x), *gaussian_stats(y), eps=eps)
+
+
+def gaussian_stats(x) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (ddof 1) of the rows of x [n, d]."""
+    x = np.asarray(x, np.float64)
+    return x.mean(axis=0), np.atleast_2d(np.cov(x, rowvar=False))
+
+
+def frechet_from_stats(mu_x, sigma_x, mu_y, sigma_y, eps: float = 1e-6) -> float:
+    """|mu_x - mu_y|^2 + Tr(S_x + S_y - 2 (S_x S_y)^1/2), as the standard FID/FAD code does:
+    scipy.linalg.sqrtm of S_x S_y; when the product is singular (a non-finite root) both
+    covariances get ``eps`` on their diagonal; a small imaginary part from round-off is dropped,
+    a large one is an error."""
+    mu_x, mu_y = np.atleast_1d(mu_x), np.atleast_1d(mu_y)
+    sigma_x, sigma_y = np.atleast_2d(sigma_x), np.atleast_2d(sigma_y)
+    if mu_x.shape != mu_y.shape or sigma_x.shape != sigma_y.shape:
+        raise ValueError(f"statistics of {mu_x.shape} and {mu_y.shape} dimensions")
     diff = mu_x - mu_y
     covmean = _sqrtm(sigma_x @ sigma_y)
     if not np.isfinite(covmean).all() or (

@@ -27,6 +27,7 @@ import jinja2
 import pyarrow.parquet as pq
 
 from eisbach import provenance, tables
+from eisbach.anchors.view import anchors_view
 from eisbach.atomic import atomic_path, write_json, write_text
 from eisbach.figures import (
     FIGURES,
@@ -282,6 +283,7 @@ def build(args) -> str:
         "prompts": sample_groups(per_sample),
         "prompt_references": summary.get("prompt_references", {}),
         "likeness": likeness_view(summary),
+        "anchors": anchors_view(summary),
         "sample_links": links["samples"],
         "reference_links": links["references"],
         "records": records,

@@ -5,6 +5,7 @@ import shlex
 import sys
 
 from eisbach.grid import expand_grid
+from eisbach.anchors import check_config as check_anchors
 from eisbach.site import missing_weights
 from snakemake.exceptions import WorkflowError
 
@@ -21,6 +22,8 @@ shell.prefix(
     "set -euo pipefail; "
     f'python() ( if [ -x {_python} ]; then exec {_python} "$@"; fi; exec python "$@" ); '
 )
+# An anchor metric that no file on any machine could compute is refused before any job runs.
+check_anchors(config)
 BACKEND = config["backend"]["name"]
 
 # A pretrained profile with no weights named fails here, at DAG build, before the downloads

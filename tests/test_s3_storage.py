@@ -26,7 +26,7 @@ RULES = {
     "manifest": 1,
     "latents": 1,
     "pretrain_base": 1,
-    "finetune": 9,
+    "finetune": 6,
     "sample_run": 7,
     "sample_index": 1,
     "evaluate": 1,
@@ -75,7 +75,7 @@ def s3_run(tmp_path_factory):
     os.environ.update(CREDENTIALS, FAKE_POD_SOURCES=str(workdir), FAKE_POD_RECORD=str(record))
     try:
         with moto_server(BUCKET) as url:
-            result = run_snakemake(workdir, *storage_args(url), timeout=1500)
+            result = run_snakemake(workdir, *storage_args(url), timeout=3600)
             assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
             yield workdir, url, record
     finally:

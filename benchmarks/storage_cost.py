@@ -19,6 +19,7 @@ Everything is on localhost: the replay is a floor set by the client, not a netwo
     python benchmarks/storage_cost.py                       # config/test.yaml, 2 jobs at once
     python benchmarks/storage_cost.py --json results/storage_cost.json
     python benchmarks/storage_cost.py --no-local            # the S3 run only
+    python benchmarks/storage_cost.py results/samples/base-tiny   # up to the base's samples
 
 docs/cloud.md ("Object storage") turns the per-class bytes into the paper grid's volume with
 ``paper_volume`` below; every figure it uses that this DAG does not measure is a parameter.
@@ -123,13 +124,13 @@ def command_seconds(client, objects: dict[str, int], job: dict) -> float | None:
     return float(next(csv.DictReader(io.StringIO(text), delimiter="\t"))["s"])
 
 
-def measure(config: str, jobs: int, local: bool = True) -> dict:
+def measure(config: str, jobs: int, local: bool = True, targets: tuple = ()) -> dict:
     root = Path(tempfile.mkdtemp(prefix="storage-cost-"))
     local_s = None
     if local:
         (root / "local").mkdir()
         local_s, _ = snakemake(
-            copy_workflow(root / "local"), "--cores", str(jobs), "--configfile", config
+            copy_workflow(root / "local"), "--cores", str(jobs), "--configfile", config, *targets
         )
 
     (root / "s3").mkdir()
@@ -144,6 +145,7 @@ def measure(config: str, jobs: int, local: bool = True) -> dict:
             *("--jobs", str(jobs), "--configfile", config, "--default-storage-provider", "s3"),
             *("--default-storage-prefix", f"s3://{BUCKET}/{PREFIX}", "--shared-fs-usage", "none"),
             *("--storage-s3-endpoint-url", url),
+            *targets,
         )
         client = s3_client(url)
         objects = keys(client, BUCKET, f"{PREFIX}/")
@@ -176,6 +178,7 @@ def measure(config: str, jobs: int, local: bool = True) -> dict:
     commands = sum(r["command_s"] for r in per_rule.values())
     return {
         "config": config,
+        "targets": list(targets) or ["all"],
         "jobs_at_once": jobs,
         "local_wall_s": round(local_s, 1) if local_s else None,
         "s3_wall_s": round(s3_s, 1),
@@ -277,8 +280,11 @@ def main(argv=None) -> None:
         action="store_true",
         help="skip the local run: the baseline is then the jobs' own command seconds",
     )
+    parser.add_argument(
+        "targets", nargs="*", help="a part of the DAG (e.g. results/samples/base-tiny); default all"
+    )
     args = parser.parse_args(argv)
-    result = measure(args.config, args.jobs, local=not args.no_local)
+    result = measure(args.config, args.jobs, not args.no_local, tuple(args.targets))
     result["paper"] = {"sizes": asdict(PaperSizes()), "volume": paper_volume()}
     print(table(result))
     if args.json:

@@ -149,7 +149,9 @@ def test_flipped_byte_in_the_bucket_fails_the_reader_naming_it(s3_run):
     )
     out = result.stdout + result.stderr
     assert result.returncode != 0, out[-3000:]
-    assert [p["rule"] for p in pods(record)[before:]] == ["sample_run"]
+    # the flipped object is newer than the base, so the first reader may be pretrain_base
+    ran = pods(record)[before:]
+    assert ran and ran[-1]["rule"] in ("pretrain_base", "sample_run") and ran[-1]["rc"] != 0
     assert re.search(r"part-00000\.parquet: sha256 \w+\.\.\. differs from \w+\.\.\.", out), out[
         -4000:
     ]

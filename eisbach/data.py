@@ -236,11 +236,11 @@ def _manifest_row(meta: dict, source: str) -> dict:
 class ClipWriter:
     """Decode, validate and (when it passes) write a clip as mono WAV at the backend's rate."""
 
-    def __init__(self, data: dict, sample_rate: int, data_dir: Path, ffmpeg: str | None):
+    def __init__(self, data: dict, sample_rate: int, audio_dir: Path, ffmpeg: str | None):
         self.rules = data["validation"]
         self.sample_rate = sample_rate
         self.channels = int(data.get("channels", 1))
-        self.audio_dir = Path(data_dir) / "audio"
+        self.audio_dir = Path(audio_dir)
         self.ffmpeg = ffmpeg
         self.provenance = provenance.content_provenance({"data": data, "sample_rate": sample_rate})
 
@@ -515,11 +515,12 @@ def _local_musiccaps_file(audio_dir: Path, ytid: str) -> Path | None:
 
 
 class ShardProcessor:
-    def __init__(self, data: dict, sample_rate: int, data_dir: Path):
+    def __init__(self, data: dict, sample_rate: int, data_dir: Path, audio_dir: Path | None = None):
         self.data = settings(data)
         self.source = self.data["source"]
         self.data_dir = Path(data_dir)
-        self.writer = ClipWriter(self.data, sample_rate, self.data_dir, find_ffmpeg())
+        audio_dir = self.data_dir / "audio" if audio_dir is None else audio_dir
+        self.writer = ClipWriter(self.data, sample_rate, audio_dir, find_ffmpeg())
         self.downloader = (
             Downloader(self.data, self.data_dir) if self.source == "musiccaps" else None
         )
@@ -638,9 +639,12 @@ def _table(rows: list[dict], data: dict, sample_rate: int, **extra) -> pa.Table:
     return table.replace_schema_metadata(meta)
 
 
-def process_rows(data: dict, rows: list[dict], sample_rate: int, data_dir: Path, label="clips"):
-    """Manifest rows for metadata rows, and the downloader (None unless source musiccaps)."""
-    processor = ShardProcessor(data, sample_rate, data_dir)
+def process_rows(
+    data: dict, rows: list[dict], sample_rate: int, data_dir: Path, label="clips", audio_dir=None
+):
+    """Manifest rows for metadata rows, and the downloader (None unless source musiccaps).
+    Clips go to audio_dir (default data_dir/audio)."""
+    processor = ShardProcessor(data, sample_rate, data_dir, audio_dir)
     started = time.monotonic()
     out = processor.run(rows, label)
     dl = processor.downloader
@@ -673,17 +677,22 @@ def build_shard(
     shard: int,
     shards: int,
     data_dir: Path,
+    audio_dir: Path | None = None,
 ) -> pa.Table:
+    """One shard of the manifest; its clips go to audio_dir (default data_dir/audio). The
+    workflow gives each shard a folder of its own, a declared output, so that the clips travel
+    with it where jobs share no filesystem (docs/cloud.md)."""
     data = settings(data)
+    audio_dir = Path(data_dir) / "audio" if audio_dir is None else Path(audio_dir)
+    audio_dir.mkdir(parents=True, exist_ok=True)  # a declared output, even when no clip passes
     if data["source"] == "demo":
-        rows = demo_rows(data, Path(data_dir) / "audio", sample_rate)
+        rows = demo_rows(data, audio_dir, sample_rate)
         dl = None
     else:
         meta_rows = pq.read_table(metadata).to_pylist()
         lo, hi = musiccaps.shard_bounds(len(meta_rows), shard, shards, int(data["shard_size"]))
-        rows, dl = process_rows(
-            data, meta_rows[lo:hi], sample_rate, data_dir, label=f"shard {shard} rows {lo}-{hi}"
-        )
+        label = f"shard {shard} rows {lo}-{hi}"
+        rows, dl = process_rows(data, meta_rows[lo:hi], sample_rate, data_dir, label, audio_dir)
     table = _table(rows, data, sample_rate, shard=shard)
     if not _stopped_to_fail(dl, data):
         write_parquet(out, table)
@@ -751,6 +760,7 @@ def main(argv=None) -> None:
     p.add_argument("--shard", type=int, required=True)
     p.add_argument("--shards", type=int, required=True)
     p.add_argument("--data-dir", type=Path, required=True, help="results/data")
+    p.add_argument("--audio-dir", type=Path, help="the shard's clips (default DATA_DIR/audio)")
     p.add_argument("--out", type=Path, required=True)
     p = add("manifest", "concatenate the shards into the manifest")
     p.add_argument("--sample-rate", type=int, required=True)
@@ -776,6 +786,7 @@ def main(argv=None) -> None:
                 shard=args.shard,
                 shards=args.shards,
                 data_dir=args.data_dir,
+                audio_dir=args.audio_dir,
             )
             log(f"shard {args.shard}: {summarise(table)} -> {args.out}")
         elif args.command == "manifest":

@@ -7,6 +7,10 @@ Layout under results/latents/<backend>/ (the format is described in eisbach.late
   README.md                the dataset card: datasets configs, latent rate, scale and offset
   latents_progress.json    the shards finished so far, so that a killed encode resumes
 
+The workflow encodes in a work folder beside the store (``--work-dir``) and publishes the
+finished store into the declared output folder: Snakemake empties a declared folder before it
+reruns the job, so the work folder is what a killed encode resumes from.
+
 Encoding goes shard by shard. Each finished shard is written atomically and then recorded, with
 its sha256 and the key of what went into it, in latents_progress.json. A rerun keeps the leading
 shards whose file still has the recorded checksum and whose key is unchanged, and encodes again
@@ -17,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -26,7 +32,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from eisbach import provenance
-from eisbach.atomic import write_json, write_parquet
+from eisbach.atomic import atomic_path, write_json, write_parquet
 from eisbach.backends import get_backend
 from eisbach.data import file_sha256
 from eisbach.integrity import verify_file
@@ -234,6 +240,20 @@ def run(manifest_path: Path, backend_config: dict, latents_config: dict, out_dir
     return summary
 
 
+def publish(work_dir: Path, out_dir: Path) -> None:
+    """The finished store of work_dir, hard-linked (else copied) into out_dir, each file
+    atomically and the store's manifest last, so that a store with a manifest is whole."""
+    work_dir, out_dir = Path(work_dir), Path(out_dir)
+    files = [p for p in work_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    for src in sorted(files, key=lambda p: (p.name == MANIFEST, str(p))):
+        with atomic_path(out_dir / src.relative_to(work_dir)) as tmp:
+            tmp.unlink()
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copy2(src, tmp)
+
+
 def load_latents(latents_dir, split: str | None = None) -> list[dict]:
     """All rows of the store as dicts with ``latent`` a float32 [C, T] array."""
     return load_store(latents_dir, split)
@@ -251,14 +271,23 @@ def main(argv=None) -> None:
     parser.add_argument("--backend-json", required=True, help="the `backend` config section")
     parser.add_argument("--latents-json", required=True, help="the `latents` config section")
     parser.add_argument("--out-dir", type=Path, required=True)
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        help="encode here, resumably, then publish the store into --out-dir (default: encode "
+        "in --out-dir itself)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="CPU threads torch may use")
     args = parser.parse_args(argv)
     import torch
 
     torch.set_num_threads(args.threads)
+    work_dir = args.work_dir or args.out_dir
     summary = run(
-        args.manifest, json.loads(args.backend_json), json.loads(args.latents_json), args.out_dir
+        args.manifest, json.loads(args.backend_json), json.loads(args.latents_json), work_dir
     )
+    if work_dir != args.out_dir:
+        publish(work_dir, args.out_dir)
     print(
         f"latents: {summary['clips']} clips in {len(summary['shards'])} shards -> {args.out_dir}"
         f" ({summary['encode']['clips']} encoded now)"

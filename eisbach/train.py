@@ -49,7 +49,7 @@ import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
-from eisbach import adapters, distributed, heldout, objectives, provenance
+from eisbach import adapters, checkpoint_store, distributed, heldout, objectives, provenance
 from eisbach.atomic import atomic_path, write_json, write_parquet
 from eisbach.backends import get_backend
 from eisbach.grid import run_id, scheme_tag
@@ -347,6 +347,7 @@ def train_loop(
     ctx: distributed.Context | None = None,
     fingerprint: str | None = None,
     info: dict | None = None,
+    checkpoint_store=None,
 ):
     """Runs cfg['steps'] optimiser steps of the global batch; returns the per-sample log rows.
 
@@ -466,6 +467,8 @@ def train_loop(
                         fingerprint,
                     )
                     progress.write(f"checkpoint: step {step + 1} -> {ckpt_dir / 'last.pt'}")
+                    if checkpoint_store is not None:  # eisbach.checkpoint_store
+                        checkpoint_store.push(ckpt_dir)
                 ctx.barrier()
     progress.close()
     if info is not None:
@@ -547,7 +550,7 @@ def resume_fingerprint(stage_config: dict, base_sha256: str | None = None) -> st
     keyed = json.loads(json.dumps(stage_config))
     for section in ("train", "base"):
         if section in keyed:
-            for key in ("threads", "checkpoint_every", "resources"):
+            for key in ("threads", "checkpoint_every", "resources", "checkpoint_store"):
                 keyed[section].pop(key, None)
     if base_sha256 is not None:
         keyed["base_weights"] = base_sha256
@@ -705,6 +708,11 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
     }
     started = time.time()
     info: dict = {}
+    # checkpoints in object storage too (train.checkpoint_store): a preempted job resumes there
+    store = checkpoint_store.from_config(cfg, rid)
+    if store is not None and ctx.is_main and store.pull(out_dir / "checkpoints"):
+        print(f"checkpoint from {store.url('last.pt')}", file=sys.stderr)
+    ctx.barrier()
     log_rows = train_loop(
         backend,
         model,
@@ -716,6 +724,7 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
         ctx,
         fingerprint=resume_fingerprint(stage_config, base_sha256),
         info=info,
+        checkpoint_store=store,
     )
     changed = [n for n, d in weight_digest(model).items() if frozen_before.get(n) != d]
     if changed:
@@ -761,6 +770,8 @@ def finetune(args, backend, backend_config, cfg, ctx, data: TrainingData | None 
     }
     write_run_outputs(out_dir, log_rows, record, stage_config)
     drop_checkpoints(out_dir / "checkpoints")
+    if store is not None:
+        store.drop()
 
 
 def main(argv=None) -> None:

@@ -110,6 +110,11 @@ def classify(argv: list[str]) -> tuple[str, str | list[str]]:
         for profile, test in CLUSTER_PROFILES.items():
             if profile in argv:
                 return "not-here", f"needs its cluster; dry-run in test_profiles.py::{test}"
+        if "--default-storage-provider" in argv:
+            return "not-here", (
+                "needs an S3 server; test_s3_storage.py runs it against moto, and "
+                "test_docs_give_the_command_these_tests_run checks that it is this command"
+            )
         dry = argv[1:] if {"-n", "--dry-run"} & set(argv) else [*argv[1:], "-n"]
         return "run", [sys.executable, "-m", "snakemake", *dry]
     if (

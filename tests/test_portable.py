@@ -113,7 +113,7 @@ def test_finished_run_moved_elsewhere_reruns_nothing(tmp_path):
     to do, and the base, its tokenizer and the adapter load from an unrelated working
     directory."""
     run_id = "eisbach-l0.5_dora-r4_s0"
-    target = f"results/samples/{run_id}/index.parquet"
+    target = f"results/samples/{run_id}"  # the run's samples: WAVs and index.parquet
     (tmp_path / "a").mkdir()
     first = copy_workflow(tmp_path / "a")
     args = (target, "--configfile", "config/test.yaml")  # --configfile takes several values

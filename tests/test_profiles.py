@@ -3,11 +3,11 @@ with the resources that each executor would request; and the runtime limits of c
 against the cost model's estimate (eisbach.cloud)."""
 
 import re
-import socket
 
 import pytest
 import yaml
 from conftest import REPO, copy_workflow, paper_configfiles, run_snakemake
+from moto_s3 import moto_server
 
 PAPER_JOBS = 416
 GPU_RULES = ("latents", "pretrain_base", "finetune", "sample_run")
@@ -81,23 +81,13 @@ def test_slurm_profile_dry_runs_the_paper_dag(tmp_path):
 @pytest.fixture
 def s3_server(monkeypatch):
     """moto's S3 on a free local port, with the profile's bucket."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(key, "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    url = f"http://127.0.0.1:{port}"
     profile = yaml.safe_load((REPO / "profiles/kubernetes/config.yaml").read_text())
     bucket = profile["default-storage-prefix"].removeprefix("s3://").split("/")[0]
-    boto3.client("s3", endpoint_url=url, region_name="us-east-1").create_bucket(Bucket=bucket)
-    yield url, profile["default-storage-prefix"]
-    server.stop()
+    with moto_server(bucket) as url:
+        yield url, profile["default-storage-prefix"]
 
 
 @pytest.mark.slow
@@ -163,16 +153,12 @@ def declared_outputs(output: str) -> dict[str, list[str]]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="Executors without a shared filesystem (the Kubernetes profile) move only declared "
-    "outputs: the latents job does not declare its Parquet shards, nor sample_run its WAVs "
-    "(docs/cloud.md, 'Known gap'). Once the rules declare them, this passes: drop the xfail.",
-)
 def test_files_read_downstream_are_declared_outputs(tmp_path):
+    """Executors without a shared filesystem (profiles/kubernetes) move only declared outputs:
+    the folders that later jobs read are outputs (tests/test_s3_storage.py runs the smoke DAG
+    that way end to end)."""
     outputs = declared_outputs(dry_run(tmp_path))
-    latents = [p for p in outputs["latents"] if not p.endswith("latents_manifest.json")]
-    samples = [p for p in outputs["sample_run"] if not p.endswith("index.parquet")]
-    assert latents, outputs["latents"]
-    assert samples, outputs["sample_run"]
+    shard, clips = outputs["data_shard"]
+    assert clips == shard.replace("shards/shard-", "audio/shard-").removesuffix(".parquet")
+    assert outputs["latents"] == ["results/latents/stable-audio-3"]  # the whole store
+    assert re.fullmatch(r"results/samples/[^/]+", outputs["sample_run"][0])  # WAVs + index

@@ -55,7 +55,11 @@ def worker(argv=None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--checkpoint-store", help="train.checkpoint_store (tests/test_s3_storage.py)"
+    )
     args = parser.parse_args(argv)
+    cfg = TRAIN | ({"checkpoint_store": args.checkpoint_store} if args.checkpoint_store else {})
     torch.set_num_threads(1)
     ctx = distributed.init("cpu")
     try:
@@ -70,7 +74,7 @@ def worker(argv=None) -> None:
             match_run=None,
         )
         args.out.mkdir(parents=True, exist_ok=True)
-        finetune(run_args, backend, BACKEND, TRAIN, ctx)
+        finetune(run_args, backend, BACKEND, cfg, ctx)
     finally:
         distributed.shutdown()
 

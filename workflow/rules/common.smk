@@ -6,8 +6,13 @@ import sys
 
 from eisbach.grid import expand_grid
 from eisbach.anchors import check_config as check_anchors
+from eisbach.s3_directories import remember_only_folders_found
 from eisbach.site import missing_weights
 from snakemake.exceptions import WorkflowError
+
+# Folders (directory() outputs: the latent store, each run's samples, each data shard's clips)
+# through S3 where jobs share no filesystem: see eisbach/s3_directories.py.
+remember_only_folders_found()
 
 # Rules call `python`, never an absolute interpreter path: params are part of each output's
 # record, and a path (this checkout, the container's /app/.venv) would make a copied or moved run
@@ -51,6 +56,8 @@ BASE_DIR = f"results/base/{BACKEND}"
 RUNS = expand_grid(config["grid"])
 BASE_RUN = f"base-{BACKEND}"
 SAMPLED_RUNS = [BASE_RUN, *(rid for rid, run in RUNS.items() if run["sample"])]
+# One folder per sampled run: its WAVs and their index.parquet (rule sample_run).
+SAMPLE_DIRS = [f"results/samples/{sampled}" for sampled in SAMPLED_RUNS]
 
 # Resources of the training jobs, for cluster executors (SLURM, Kubernetes): gpu is the GPU
 # count of one job; with more than one, the job runs one process per GPU under torchrun.
@@ -130,9 +137,17 @@ def matched_run_json(wildcards):
 
 
 def adapter_files(wildcards):
+    """The adapter of a sampled run, and the run.json that records its sha256."""
     if wildcards.sampled == BASE_RUN:
-        return []
-    return [
-        f"results/runs/{wildcards.sampled}/adapter_model.safetensors",
-        f"results/runs/{wildcards.sampled}/adapter_config.json",
-    ]
+        return {}
+    run_dir = f"results/runs/{wildcards.sampled}"
+    return {
+        "adapter": f"{run_dir}/adapter_model.safetensors",
+        "adapter_config": f"{run_dir}/adapter_config.json",
+        "adapter_run": f"{run_dir}/run.json",
+    }
+
+
+def run_dirs(wildcards, input):
+    """The run folders of a job's `runs` input (one file of each run), as the job sees them."""
+    return [os.path.dirname(p) for p in input.runs]

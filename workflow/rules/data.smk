@@ -16,6 +16,9 @@ DATA_CSV = (
 )
 if DATA.get("cookies"):
     os.environ[COOKIES_ENV] = str(DATA["cookies"])
+# Each shard's clips: a folder per shard, declared, so that they reach the jobs that read them
+# (latents, evaluate, figures, report) where jobs share no filesystem (docs/cloud.md).
+DATA_AUDIO = expand("results/data/audio/shard-{shard}", shard=range(DATA_SHARDS))
 
 
 rule data_metadata:
@@ -44,6 +47,7 @@ rule data_shard:
         metadata=[] if DATA_SOURCE == "demo" else "results/data/metadata.parquet",
     output:
         shard="results/data/shards/shard-{shard}.parquet",
+        audio=directory("results/data/audio/shard-{shard}"),
     log:
         "results/logs/data/shard-{shard}.log",
     benchmark:
@@ -63,10 +67,15 @@ rule data_shard:
         metadata=lambda wildcards, input: (
             ["--metadata", input.metadata] if input.metadata else []
         ),
+        # results/data, wherever the job sees it (a storage plugin's local copy, say)
+        data_dir=lambda wildcards, output: os.path.dirname(
+            os.path.dirname(output.shard)
+        ),
     shell:
         "{params.python:q} scripts/data.py shard --config-json {params.data:q} "
         "--sample-rate {params.sample_rate:q} {params.metadata:q} --shard {wildcards.shard:q} "
-        "--shards {params.shards:q} --data-dir results/data --out {output.shard:q} > {log:q} 2>&1"
+        "--shards {params.shards:q} --data-dir {params.data_dir:q} --audio-dir {output.audio:q} "
+        "--out {output.shard:q} > {log:q} 2>&1"
 
 
 rule manifest:

@@ -48,8 +48,11 @@ rule figures:
         summary="results/metrics/summary.json",
         per_sample="results/metrics/per_sample.parquet",
         per_prompt="results/metrics/per_prompt.parquet",
-        latents=f"{LATENTS_DIR}/latents_manifest.json",
+        latents=LATENTS_DIR,
         runs=expand("results/runs/{run_id}/train_log.parquet", run_id=RUNS),
+        run_json=expand("results/runs/{run_id}/run.json", run_id=RUNS),
+        samples=SAMPLE_DIRS,
+        audio=DATA_AUDIO,
     output:
         **FIGURE_OUTPUTS,
         **TABLE_OUTPUTS,
@@ -62,10 +65,20 @@ rule figures:
         runtime=30,
     params:
         python=PYTHON,
-        run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
+        run_dirs=run_dirs,
+        latents_manifest=lambda wildcards, input: os.path.join(
+            input.latents, "latents_manifest.json"
+        ),
+        figures_dir=lambda wildcards, output: os.path.dirname(output.p1_weight_vs_t_png),
+        tables_dir=lambda wildcards, output: os.path.dirname(output.table2_csv),
+        # evaluate's analyses, to reuse their SSMs: a cache beside its outputs, not one of them;
+        # where jobs share no filesystem it is absent and the figures compute them again
+        analysis_cache=lambda wildcards, input: os.path.join(
+            os.path.dirname(input.summary), "cache", "analyses"
+        ),
     shell:
         "{params.python:q} scripts/figures.py --summary {input.summary:q} "
         "--per-sample {input.per_sample:q} --per-prompt {input.per_prompt:q} "
-        "--latents-manifest {input.latents:q} --runs {params.run_dirs:q} "
-        "--figures-dir results/figures --tables-dir results/tables "
-        "--analysis-cache results/metrics/cache/analyses > {log:q} 2>&1"
+        "--latents-manifest {params.latents_manifest:q} --runs {params.run_dirs:q} "
+        "--figures-dir {params.figures_dir:q} --tables-dir {params.tables_dir:q} "
+        "--analysis-cache {params.analysis_cache:q} > {log:q} 2>&1"

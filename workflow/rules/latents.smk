@@ -1,10 +1,14 @@
-# Shards are written one by one and recorded in latents_progress.json beside them; they are not
-# declared outputs, so that a rerun after a failure or kill resumes at the first unfinished shard.
+# The whole store is the declared output (shards, text table, text encoder, latents_manifest.json),
+# so that it travels through storage where jobs share no filesystem; its readers take the folder.
+# Shards are encoded one by one in a work folder beside it (recorded in latents_progress.json
+# there) and then published into it: Snakemake empties a declared folder before a rerun, and the
+# work folder lets a rerun after a failure or kill resume at the first unfinished shard.
 rule latents:
     input:
         manifest="results/data/manifest.parquet",
+        audio=DATA_AUDIO,
     output:
-        summary=f"{LATENTS_DIR}/latents_manifest.json",
+        store=directory(LATENTS_DIR),
     log:
         f"results/logs/latents/{BACKEND}.log",
     benchmark:
@@ -18,9 +22,12 @@ rule latents:
         python=PYTHON,
         backend=as_arg(config["backend"]),
         latents=section_arg("latents"),
-        out_dir=lambda wildcards, output: os.path.dirname(output.summary),
+        work_dir=lambda wildcards, output: os.path.join(
+            os.path.dirname(output.store), f".encoding-{BACKEND}"
+        ),
     shell:
         "{params.python:q} -m eisbach.gpu_slots --gpus {resources.gpu:q} -- "
         "scripts/latents.py --manifest {input.manifest:q} "
         "--backend-json {params.backend:q} --latents-json {params.latents:q} "
-        "--out-dir {params.out_dir:q} --threads {threads:q} > {log:q} 2>&1"
+        "--out-dir {output.store:q} --work-dir {params.work_dir:q} --threads {threads:q} "
+        "> {log:q} 2>&1"

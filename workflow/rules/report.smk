@@ -11,6 +11,9 @@ rule report_html:
             "results/tables/{name}.{ext}", name=TABLES, ext=("csv", "md", "tex")
         ),
         runs=expand("results/runs/{run_id}/run.json", run_id=RUNS),
+        # the page's players: every sample and reference clip is copied into the report
+        samples=SAMPLE_DIRS,
+        audio=DATA_AUDIO,
     output:
         html="results/report/index.html",
         provenance="results/report/provenance.json",
@@ -30,10 +33,13 @@ rule report_html:
         runtime=10,
     params:
         python=PYTHON,
-        run_dirs=expand("results/runs/{run_id}", run_id=RUNS),
+        run_dirs=run_dirs,
+        figures_dir=lambda wildcards, input: os.path.dirname(input.figures[0]),
+        tables_dir=lambda wildcards, input: os.path.dirname(input.tables[0]),
         profile=str(config["profile"]),
     shell:
         "{params.python:q} scripts/report.py --summary {input.summary:q} "
         "--per-sample {input.per_sample:q} --manifest {input.manifest:q} "
-        "--figures-dir results/figures --tables-dir results/tables --runs {params.run_dirs:q} "
-        "--profile {params.profile:q} --out {output.html:q} > {log:q} 2>&1"
+        "--figures-dir {params.figures_dir:q} --tables-dir {params.tables_dir:q} "
+        "--runs {params.run_dirs:q} --profile {params.profile:q} --out {output.html:q} "
+        "> {log:q} 2>&1"

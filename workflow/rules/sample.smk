@@ -1,10 +1,14 @@
 rule sample_run:
     input:
-        adapter_files,
+        unpack(adapter_files),
         model=f"{BASE_DIR}/model.safetensors",
-        latents=f"{LATENTS_DIR}/latents_manifest.json",
+        model_config=f"{BASE_DIR}/model_config.json",
+        base_run=f"{BASE_DIR}/run.json",
+        latents=LATENTS_DIR,
     output:
-        index="results/samples/{sampled}/index.parquet",
+        # the run's WAVs and their index.parquet: the folder is the declared output, so that
+        # the WAVs travel through storage where jobs share no filesystem (docs/cloud.md)
+        samples=directory("results/samples/{sampled}"),
     log:
         "results/logs/sample/{sampled}.log",
     benchmark:
@@ -19,25 +23,23 @@ rule sample_run:
         backend=as_arg(config["backend"]),
         sample=section_arg("sample"),
         # argv items, each quoted in the shell line: empty for the base model
-        run_dir=lambda wildcards: (
+        run_dir=lambda wildcards, input: (
             []
             if wildcards.sampled == BASE_RUN
-            else ["--run-dir", f"results/runs/{wildcards.sampled}"]
+            else ["--run-dir", os.path.dirname(input.adapter)]
         ),
-        latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
         base_dir=lambda wildcards, input: os.path.dirname(input.model),
-        out_dir=lambda wildcards, output: os.path.dirname(output.index),
     shell:
         "{params.python:q} -m eisbach.gpu_slots --gpus {resources.gpu:q} -- "
         "scripts/sample.py run --run-id {wildcards.sampled:q} {params.run_dir:q} "
-        "--base-dir {params.base_dir:q} --latents-dir {params.latents_dir:q} "
+        "--base-dir {params.base_dir:q} --latents-dir {input.latents:q} "
         "--sample-json {params.sample:q} --backend-json {params.backend:q} "
-        "--out-dir {params.out_dir:q} > {log:q} 2>&1"
+        "--out-dir {output.samples:q} > {log:q} 2>&1"
 
 
 rule sample_index:
     input:
-        expand("results/samples/{sampled}/index.parquet", sampled=SAMPLED_RUNS),
+        samples=SAMPLE_DIRS,
     output:
         index="results/samples/index.parquet",
     log:
@@ -50,5 +52,9 @@ rule sample_index:
         runtime=5,
     params:
         python=PYTHON,
+        indexes=lambda wildcards, input: [
+            os.path.join(d, "index.parquet") for d in input.samples
+        ],
     shell:
-        "{params.python:q} scripts/sample.py gather {input:q} --out {output.index:q} > {log:q} 2>&1"
+        "{params.python:q} scripts/sample.py gather {params.indexes:q} --out {output.index:q} "
+        "> {log:q} 2>&1"

@@ -1,6 +1,6 @@
 rule pretrain_base:
     input:
-        latents=f"{LATENTS_DIR}/latents_manifest.json",
+        latents=LATENTS_DIR,
     output:
         model=f"{BASE_DIR}/model.safetensors",
         model_config=f"{BASE_DIR}/model_config.json",
@@ -20,7 +20,7 @@ rule pretrain_base:
         torchrun=torchrun("base"),
         backend=as_arg(config["backend"]),
         base=section_arg("base"),
-        latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
+        latents_dir=lambda wildcards, input: input.latents,
         out_dir=lambda wildcards, output: os.path.dirname(output.model),
     shell:
         "{params.python:q} -m eisbach.gpu_slots --gpus {resources.gpu:q} -- {params.torchrun:q} "
@@ -32,8 +32,11 @@ rule pretrain_base:
 
 rule finetune:
     input:
-        latents=f"{LATENTS_DIR}/latents_manifest.json",
+        latents=LATENTS_DIR,
         model=f"{BASE_DIR}/model.safetensors",
+        # read beside the weights: their architecture, and the sha256 they are verified against
+        model_config=f"{BASE_DIR}/model_config.json",
+        base_run=f"{BASE_DIR}/run.json",
         matched=matched_run_json,
     output:
         adapter="results/runs/{run_id}/adapter_model.safetensors",
@@ -62,7 +65,7 @@ rule finetune:
         match=lambda wildcards, input: (
             ["--match-run", input.matched[0]] if input.matched else []
         ),
-        latents_dir=lambda wildcards, input: os.path.dirname(input.latents),
+        latents_dir=lambda wildcards, input: input.latents,
         base_dir=lambda wildcards, input: os.path.dirname(input.model),
         out_dir=lambda wildcards, output: os.path.dirname(output.run),
     shell:

@@ -29,6 +29,12 @@ TINY_BACKEND = {
     },
 }
 
+# The environment for a test's own `make -n`: under `make test`, the outer make's MAKEFLAGS and
+# MAKELEVEL would make it print "Entering directory" lines and take the outer flags.
+OWN_MAKE_ENV = {
+    k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")
+}
+
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "scripts", "envs", "profiles")
 
 

@@ -111,7 +111,8 @@ def test_fd_openl3_matches_fadtk_on_the_same_frames(setup):
     )
     theirs = float(fadtk.calc_frechet_distance(*stats_a, *stats_r))
     assert row["fd"] == pytest.approx(frechet_from_stats(*stats_a, *stats_r), rel=1e-6)
-    assert row["fd"] == pytest.approx(theirs, rel=1e-6)
+    # fadtk takes its own matrix square root: on an FD of ~0.006 the two agree to ~1e-5
+    assert row["fd"] == pytest.approx(theirs, rel=1e-4)
     assert (row["n_group"], row["n_reference"], row["frames_group"]) == (4, 3, 16)
     assert row["ci_low"] <= row["fd_inf"] <= row["ci_high"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, copy_workflow
+from conftest import OWN_MAKE_ENV, REPO, copy_workflow
 
 DOCS = [REPO / "README.md", REPO / "config" / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 VENV_BIN = Path(sys.executable).parent
@@ -82,11 +82,12 @@ def split_chain(command: str) -> list[list[str]]:
 def make_recipe(target_args: list[str]) -> list[list[str]]:
     """What `make TARGET [VAR=...]` runs, read with make -n (its prerequisites taken as done)."""
     out = subprocess.run(
-        ["make", "-n", "-o", "setup", *target_args],
+        ["make", "-n", "--no-print-directory", "-o", "setup", *target_args],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
+        env=OWN_MAKE_ENV,
     ).stdout
     return [shlex.split(line) for line in out.splitlines() if line.strip()]
 

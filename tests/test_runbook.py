@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, copy_workflow, run_snakemake
+from conftest import OWN_MAKE_ENV, REPO, copy_workflow, run_snakemake
 
 SHARED = REPO.parent / "shared"
 WHEEL = SHARED / "wheels" / "stable_audio_3-0.1.0-py3-none-any.whl"
@@ -20,11 +20,20 @@ def make_data_argv() -> list[str]:
     """What `make data` runs, read from the Makefile, for the CI profile."""
     out = (
         subprocess.run(
-            ["make", "-n", "-o", "setup", "data", "PROFILE=config/test.yaml"],
+            [
+                "make",
+                "-n",
+                "--no-print-directory",
+                "-o",
+                "setup",
+                "data",
+                "PROFILE=config/test.yaml",
+            ],
             cwd=REPO,
             capture_output=True,
             text=True,
             check=True,
+            env=OWN_MAKE_ENV,
         )
         .stdout.strip()
         .splitlines()

@@ -75,8 +75,13 @@ def load(weights: Path, device: str, hf_cache=None):
 def text_embeddings(model, texts: list[str]) -> np.ndarray:
     import torch
 
+    texts = list(texts)
+    # laion_clap's tokenizer squeezes a batch of one text to 1-D, which roberta then refuses:
+    # embed it twice and keep one.
+    batch = texts * 2 if len(texts) == 1 else texts
     with torch.no_grad():
-        return model.get_text_embedding(list(texts), use_tensor=True).cpu().numpy()
+        emb = model.get_text_embedding(batch, use_tensor=True).cpu().numpy()
+    return emb[: len(texts)]
 
 
 def audio_embedding(path: Path, model, seed: int = 0) -> np.ndarray:

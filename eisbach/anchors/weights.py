@@ -50,6 +50,7 @@ def load_state_dict(path: Path) -> dict:
     (a {"state_dict": ...} wrapper and DataParallel's "module." prefix are unwrapped)."""
     import torch
 
+    path = Path(path)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 

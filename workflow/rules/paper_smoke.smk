@@ -24,5 +24,5 @@ rule paper_smoke_inputs:
         limit=config["data"]["limit"],
         out=lambda wildcards, output: os.path.dirname(output.csv),
     shell:
-        "{params.python} scripts/paper_smoke.py --csv {params.csv:q} --music {params.music:q} "
-        "--out {params.out:q} --limit {params.limit} > {log:q} 2>&1"
+        "{params.python:q} scripts/paper_smoke.py --csv {params.csv:q} --music {params.music:q} "
+        "--out {params.out:q} --limit {params.limit:q} > {log:q} 2>&1"

@@ -29,17 +29,6 @@ class SiteError(ValueError):
     """A site file or merged config that cannot run; the message names the key."""
 
 
-def merge(base: dict, over: dict) -> dict:
-    """Snakemake's --configfile merge: nested mappings key by key, anything else replaced."""
-    merged = dict(base)
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
 def missing_weights(config: dict) -> str | None:
     """Why a pretrained backend cannot load, naming the key, or None when it can try."""
     backend = config.get("backend", {})
@@ -78,10 +67,12 @@ def build_site(args: argparse.Namespace) -> dict:
 def check_site(site: dict, profile: Path, check_paths: bool) -> dict:
     """The config the workflow would see (config.yaml, the profile, the site file), validated
     against the schema as the Snakefile does; returns it."""
-    from snakemake.utils import validate
+    from snakemake.utils import update_config, validate
 
-    config = merge(yaml.safe_load(DEFAULT_CONFIG.read_text()), yaml.safe_load(profile.read_text()))
-    config = merge(config, site)
+    # Merged as Snakemake merges --configfile files: its own update_config, in order.
+    config = yaml.safe_load(DEFAULT_CONFIG.read_text())
+    update_config(config, yaml.safe_load(profile.read_text()))
+    update_config(config, site)
     try:
         validate(config, str(SCHEMA))
     except Exception as err:  # snakemake's WorkflowError wraps jsonschema's, naming the key

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -206,27 +208,49 @@ async def _inspect(port: int, url: str, screenshot: Path | None, report: PageRep
             report.failed_loads.append(f"{params.get('errorText')} (request {params['requestId']})")
 
 
+def _stop_process_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=10)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _remove_profile(profile: Path) -> None:
+    # a child already reparented away from the group may still flush a file for a moment
+    for _ in range(20):
+        shutil.rmtree(profile, ignore_errors=True)
+        if not profile.exists():
+            return
+        time.sleep(0.25)
+    shutil.rmtree(profile)
+
+
 def inspect_page(path: Path, screenshot: Path | None = None, chromium: str | None = None):
     """Open ``path`` from file:// in headless Chromium; a PageReport of what went wrong."""
     chromium = chromium or find_chromium()
     if chromium is None:
         raise FileNotFoundError("chromium is not installed")
     report = PageReport()
-    with tempfile.TemporaryDirectory(prefix="eisbach-chromium-") as profile:
-        proc = subprocess.Popen(
-            [chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            port = _devtools_port(Path(profile), proc)
-            url = Path(path).resolve().as_uri()
-            asyncio.run(_inspect(port, url, screenshot, report))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+    profile = Path(tempfile.mkdtemp(prefix="eisbach-chromium-"))
+    # its own session, so that the renderer, GPU and crashpad children are stopped with it:
+    # one left running writes into the profile while it is being removed (ENOTEMPTY in CI)
+    proc = subprocess.Popen(
+        [chromium, *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        port = _devtools_port(profile, proc)
+        url = Path(path).resolve().as_uri()
+        asyncio.run(_inspect(port, url, screenshot, report))
+    finally:
+        _stop_process_group(proc)
+        _remove_profile(profile)
     return report

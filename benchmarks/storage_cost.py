@@ -47,6 +47,8 @@ sys.path.insert(0, str(REPO / "tests"))
 from conftest import copy_workflow  # noqa: E402
 from moto_s3 import CREDENTIALS, keys, moto_server, s3_client  # noqa: E402
 
+from eisbach.backends.sa3_medium import MEDIUM_DIT_PARAMETERS, medium_dora_parameters  # noqa: E402
+
 BUCKET, PREFIX = "eisbach-bench", "bench"
 JOB = re.compile(r"^(?:local)?rule (\w+):\n((?:    .*\n)+)", re.M)
 ITEM = re.compile(r"s3://[^/]+/(\S+) \((retrieve from|send to) storage\)")
@@ -199,9 +201,10 @@ class PaperSizes:
     clip_mb: float = 0.88  # a 10 s mono 16-bit WAV at 44.1 kHz (the data stage writes mono)
     latent_mb: float = 0.11  # [256, 108] float32 per clip (SAME-L, 10 s)
     text_mb: float = 0.20  # T5Gemma conditioning per caption: 64 tokens x 768 float32 (assumed)
-    base_gb: float = 2.84  # SA3 Medium's DiT, 1.42 B parameters in bf16 (eisbach.cloud); its
-    # text encoder and autoencoder come on top when backend.copy_base puts them in results/base
-    adapter_mb: float = 60.0  # DoRA r16 on every Linear of a 30 x 1536 DiT, fp32 (an estimate)
+    # SA3 Medium's DiT in bf16 (eisbach.backends.sa3_medium's count); its text encoder and
+    # autoencoder come on top when backend.copy_base puts them in results/base
+    base_gb: float = 2 * MEDIUM_DIT_PARAMETERS / 1e9
+    adapter_mb: float = 4 * medium_dora_parameters(16) / 1e6  # DoRA r16 on its targets, fp32
     sample_mb: float = 1.76  # a 10 s stereo 16-bit WAV at 44.1 kHz
     samples_per_run: int = 80  # 4 prompts and 16 eval captions x 4 seeds
     finetunes: int = 192

@@ -1,8 +1,8 @@
 """GPU-hours and cost of a grid on cloud GPUs, computed from the config and benchmark figures.
 
 Every number here is either read from the config (grid size, steps, batch, sampling steps and
-seeds, prompts), counted (parameters of the SA3-Medium-shaped DiT of
-benchmarks/weight_overhead.py, built on the meta device; jobs of the DAG), measured (MFU, when a
+seeds, prompts), counted (parameters of SA3 Medium's DiT, built from stable_audio_3's own
+classes on the meta device: eisbach.backends.sa3_medium; jobs of the DAG), measured (MFU, when a
 scripts/gpu_check.sh result is given) or an assumption named in ``ASSUMPTIONS`` and printed with
 the table. FLOPs follow the usual dense-transformer count: 2 N per token for a forward pass of a
 model with N parameters; an adapter step with a frozen base runs the forward and the activation
@@ -26,8 +26,10 @@ import yaml
 # for reference): the MLX port's pack config for stable-audio-3-medium (depth 24, head width 64,
 # 64 memory tokens) and diffusers' SA3 transformer test config "from stabilityai/
 # stable-audio-3-medium model_config.json" (io_channels 256, embed_dim 1536, depth 24,
-# num_heads 24, cond_token_dim 768). A stable-audio-tools DiT of this shape, not SA3's own
-# classes: it lacks the memory tokens, differential attention and adaLN conditioning.
+# num_heads 24, cond_token_dim 768). shaped_dit builds a stable-audio-tools DiT of this shape
+# for the timing benchmarks, not SA3's own classes: it lacks the memory tokens, differential
+# attention and adaLN conditioning, and so has 1.14 B parameters against Medium's 1.45 B; the
+# cost and memory models count Medium itself (dit_parameters).
 SA3_MEDIUM = {"embed_dim": 1536, "depth": 24, "num_heads": 24, "io_channels": 256, "cond_dim": 768}
 # SAME-L: ~10.77 latent frames per second of audio (DESIGN.md); MusicCaps clips are 10 s.
 LATENT_RATE = 44100 / 4096
@@ -43,7 +45,7 @@ class Assumptions:
     peak_tflops: float = 989.0  # H100/H200 SXM dense bf16
     overhead_min_per_gpu_job: float = 5.0  # pod/container start, loading SA3 + T5Gemma + SAME-L
     # pretrain_base of a pretrained backend loads and checks the model, then copies its weights
-    # (~2.3 GB in bf16 for 1.14 B parameters) into results/base: the overhead plus this
+    # (~2.9 GB in bf16 for 1.45 B parameters) into results/base: the overhead plus this
     base_copy_min: float = 2.0
     autoencoder_realtime: float = 200.0  # SAME-L encode or decode, seconds of audio per second
     usd_per_gpu_hour: float = 3.0  # on-demand H100-class price; pass the provider's own
@@ -82,13 +84,12 @@ def shaped_dit(shape: dict, **options):
     )
 
 
-def dit_parameters(shape: dict = SA3_MEDIUM) -> int:
-    """Parameters of a stable-audio-tools DiT of that shape, counted on the meta device."""
-    import torch
+def dit_parameters() -> int:
+    """Parameters of SA3 Medium's DiT, as counted on stable_audio_3's own classes at full size
+    (eisbach.backends.sa3_medium; tests/test_sa3_medium.py recounts them)."""
+    from eisbach.backends.sa3_medium import MEDIUM_DIT_PARAMETERS
 
-    with torch.device("meta"):
-        dit = shaped_dit(shape)
-    return sum(p.numel() for p in dit.parameters())
+    return MEDIUM_DIT_PARAMETERS
 
 
 def grid_jobs(config: dict) -> dict:

@@ -1,9 +1,11 @@
 """The GPU memory one fine-tune job and one sampling job need, estimated part by part.
 
 What scripts/gpu_check.sh prints where it has no GPU to measure on, and beside the measured
-peak where it has one. Parameter counts are counted (the DiT of eisbach.cloud.SA3_MEDIUM's
-shape on the meta device, and the DoRA adapter on its Linear layers); the rest is arithmetic
-named in each part:
+peak where it has one. Parameter counts are counted: at Medium's shape, SA3 Medium's DiT and
+its DoRA targets as stable_audio_3's own classes have them (eisbach.backends.sa3_medium); at
+any other shape (--depth, --embed-dim, --num-heads), a stable-audio-tools DiT of that shape on
+the meta device with DoRA on its Linear and Conv1d layers. The rest is arithmetic named in each
+part:
 
 - base weights as the training loop holds them: fp32 (bf16 autocast computes in bf16 but keeps
   the weights as loaded); sampling in half precision (2 bytes);
@@ -115,22 +117,27 @@ def text(est: dict) -> str:
         f"  (DiT {est['n_base'] / 1e6:,.1f} M parameters, adapter {est['n_adapter'] / 1e6:.1f} M; "
         f"{s['depth']} x {s['embed_dim']}, batch {s['batch']} x ({s['frames']} frames + "
         f"{s['memory_tokens']} memory tokens), activation checkpointing "
-        f"{'on' if s['activation_checkpointing'] else 'off'})"
+        f"{'on' if s['activation_checkpointing'] else 'off'}; counted on {est['counted_on']})"
     )
     return "\n".join(lines)
 
 
 def counted(shape: dict, rank: int, s: Shape) -> dict:
-    """The estimate for a stable-audio-tools DiT of ``shape`` (eisbach.cloud), counted on the
-    meta device, with a DoRA adapter of ``rank`` on its Linear layers."""
-    import torch
+    """The estimate for a DiT of ``shape`` (eisbach.cloud) with a DoRA adapter of ``rank``:
+    Medium's own counts at Medium's shape, else a stable-audio-tools DiT counted on meta."""
+    from eisbach.backends import sa3_medium
+    from eisbach.cloud import SA3_MEDIUM, dit_parameters, shaped_dit
 
-    from eisbach.cloud import shaped_dit
+    if shape == SA3_MEDIUM:
+        est = estimate(dit_parameters(), sa3_medium.medium_dora_parameters(rank), s)
+        return est | {"counted_on": "stable_audio_3's classes (SA3 Medium)"}
+    import torch
 
     with torch.device("meta"):
         dit = shaped_dit(shape)
     n_base = sum(p.numel() for p in dit.parameters())
-    return estimate(n_base, adapter_parameters(dit, rank), s)
+    est = estimate(n_base, adapter_parameters(dit, rank), s)
+    return est | {"counted_on": "a stable-audio-tools DiT of this shape"}
 
 
 def main(argv=None) -> dict:

@@ -237,8 +237,9 @@ def test_cloud_docs_numbers_are_the_dag_and_the_cost_model():
     est = cloud.estimate(config, cloud.dit_parameters())
     table = [line for line in cloud.markdown(est).splitlines() if line.startswith("|")]
     text = (REPO / "docs" / "cloud.md").read_text()
-    for line in table:
-        assert line in text, f"docs/cloud.md lacks the cost model's row: {line}"
+    cost = next(line for line in cloud.markdown(est).splitlines() if line.startswith("Cost at"))
+    for line in [*table, cost]:
+        assert line in text, f"docs/cloud.md lacks the cost model's line: {line}"
     from test_profiles import PAPER_JOBS  # what the paper DAG's dry run counts
 
     assert est["total_jobs"] == PAPER_JOBS
@@ -246,3 +247,27 @@ def test_cloud_docs_numbers_are_the_dag_and_the_cost_model():
     assert est["total_jobs"] in jobs
     readme_jobs = re.findall(r"\((\d+) jobs\)", (REPO / "README.md").read_text())
     assert all(int(n) == est["total_jobs"] for n in readme_jobs)
+
+
+def test_cloud_docs_memory_and_volume_are_the_models():
+    """docs/cloud.md's memory estimate at full size (what gpu_check.sh prints without a GPU) and
+    its paper-grid transfer table are what eisbach.gpu_memory and benchmarks/storage_cost.py give
+    for Medium's recorded counts."""
+    from eisbach import gpu_memory
+
+    text = (REPO / "docs" / "cloud.md").read_text()
+    flat = " ".join(text.split())
+    for line in gpu_memory.text(gpu_memory.main([])).splitlines():
+        assert " ".join(line.split()) in flat, f"docs/cloud.md lacks the memory estimate's: {line}"
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        import storage_cost
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    rows = storage_cost.paper_volume()
+    for r in rows:
+        row = f"| {r['rule']} | {r['jobs']} | {r['gb_down']:,.1f} | {r['gb_up']:,.1f} |"
+        assert row in text, f"docs/cloud.md lacks the paper volume's row: {row}"
+    down, up = (round(sum(r[k] for r in rows)) for k in ("gb_down", "gb_up"))
+    assert f"| **total** | | **{down:,}** | **{up:,}** |" in text

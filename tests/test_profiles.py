@@ -124,7 +124,7 @@ def test_paper_runtimes_cover_the_cost_model():
     config = yaml.safe_load((REPO / "config/paper.yaml").read_text())
     est = cloud.estimate(config, cloud.dit_parameters())
     assert est["total_jobs"] == PAPER_JOBS
-    assert 1.1e9 < est["n_params"] < 1.2e9  # 24 layers x 1536 (eisbach.cloud.SA3_MEDIUM)
+    assert 1.4e9 < est["n_params"] < 1.5e9  # SA3 Medium, 24 layers x 1536
     wanted = cloud.declared_runtimes(est)
     declared = {
         "latents": config["latents"]["resources"]["runtime"],

@@ -28,7 +28,6 @@ SR = medium.SAMPLE_RATE
 CAPTIONS = ["a low organ drone", "a bright piano melody then strings", "static marimba"]
 
 # Recorded at full size (meta device) by test_medium_at_full_size; docs/cloud.md quotes them.
-MEDIUM_DIT_PARAMETERS = 1_453_170_176
 MEDIUM_CONDITIONER_PARAMETERS = 768 + 256 * 768 + 768  # learned padding + seconds_total Linear
 MEDIUM_TARGETS = 229  # 9 per block x 24, 12 around the blocks, the seconds_total embedder
 MEDIUM_DORA_R16_TRAINABLE = 21_584_768
@@ -99,7 +98,7 @@ def test_medium_at_full_size(folders):
     assert shapes["transformer.layers.0.to_local_embed.0.weight"] == (1536, 257)  # inpainting
     assert shapes["transformer.memory_tokens"] == (64, 1536)
     assert shapes["preprocess_conv.weight"] == (256, 256, 1)
-    assert sum(p.numel() for p in wrapper.model.parameters()) == MEDIUM_DIT_PARAMETERS
+    assert sum(p.numel() for p in wrapper.model.parameters()) == medium.MEDIUM_DIT_PARAMETERS
 
     # The backend (read from the test-size folder, whose conditioning is Medium's) wraps it.
     backend = backend_for(folders["trained"])
@@ -160,12 +159,13 @@ def test_medium_at_full_size(folders):
     model = adapters.attach(dit, {"type": "dora", "rank": 16, "alpha": 16}, targets, 0)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     modules = dict(dit.named_modules())
-    expected = 0
+    fan_sum = outputs = 0
     for name in targets:  # A [16, fan_in], B [fan_out, 16], one magnitude per output row
         weight = modules[name].base_layer.weight
         fan_out, fan_in = weight.shape[0], weight[0].numel()
-        expected += 16 * (fan_in + fan_out) + fan_out
-    assert trainable == expected == MEDIUM_DORA_R16_TRAINABLE
+        fan_sum, outputs = fan_sum + fan_in + fan_out, outputs + fan_out
+    assert (fan_sum, outputs) == (medium.MEDIUM_DORA_FAN_SUM, medium.MEDIUM_DORA_OUTPUTS)
+    assert trainable == medium.medium_dora_parameters(16) == MEDIUM_DORA_R16_TRAINABLE
 
 
 def test_targets_are_stable_audio_3s_own_selection(folders):

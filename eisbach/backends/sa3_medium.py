@@ -72,6 +72,19 @@ TEST_DIT = MEDIUM_DIT | {"embed_dim": 128, "depth": 2, "num_heads": 2, "num_memo
 
 # Counts read from the diffusers port's test of the released checkpoint (see the docstring).
 MEDIUM_DIT_TENSORS = 522
+# Medium at full size, counted on the package's own classes (meta device) and rechecked by
+# tests/test_sa3_medium.py. The cost and memory models (eisbach.cloud, eisbach.gpu_memory) read
+# these, since only the paper route installs stable_audio_3.
+MEDIUM_DIT_PARAMETERS = 1_453_170_176
+# DoRA over Medium's 229 targets has rank * FAN_SUM + OUTPUTS trainable parameters: A [r, fan_in]
+# and B [fan_out, r] per target, and one magnitude per output row.
+MEDIUM_DORA_FAN_SUM = 1_294_616
+MEDIUM_DORA_OUTPUTS = 870_912
+
+
+def medium_dora_parameters(rank: int) -> int:
+    """Trainable parameters of a DoRA adapter of ``rank`` on Medium's targets."""
+    return rank * MEDIUM_DORA_FAN_SUM + MEDIUM_DORA_OUTPUTS
 
 
 def same_config(latent_dim: int = LATENT_CHANNELS) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -67,3 +68,13 @@ def write_wav(path, audio, sample_rate: int, provenance: dict | None = None) -> 
             if provenance is not None:
                 fh.comment = json.dumps(provenance, sort_keys=True, separators=(",", ":"))
             fh.write(audio)
+
+
+def link_or_copy(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """``dest`` as a hard link to ``src`` (a copy across filesystems), placed atomically."""
+    with atomic_path(dest) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)

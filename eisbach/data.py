@@ -44,8 +44,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from eisbach import musiccaps, provenance, ytdlp
-from eisbach.atomic import write_json, write_parquet, write_wav
+from eisbach.atomic import link_or_copy, write_json, write_parquet, write_wav
 from eisbach.audio_checks import DecodeError, decode, find_ffmpeg, to_channels, validate_clip
+from eisbach.integrity import verify_file
 from eisbach.provenance import file_sha256
 from eisbach.ytdlp import COOKIES_ENV, redacted_config
 
@@ -710,13 +711,42 @@ def summarise(table: pa.Table) -> str:
     return f"{table.num_rows} clips ({by_status}); {minutes:.1f} minutes of audio kept"
 
 
-def merge_shards(data: dict, sample_rate: int, shard_paths, out: Path) -> pa.Table:
-    tables = [pq.read_table(p, schema=MANIFEST_SCHEMA) for p in shard_paths]
-    table = pa.concat_tables(tables) if tables else MANIFEST_SCHEMA.empty_table()
-    ids = table["id"].to_pylist()
+def gather_clips(rows: list[dict], shard_audio: Path, audio_dir: Path, shard: Path) -> list[dict]:
+    """The shard's ok clips, checked against their recorded sha256 and hard-linked (else
+    copied) from its own folder into audio_dir, the one folder of clips that later stages and
+    users read (results/data/audio/<id>.wav); the rows with their new paths."""
+    gathered = []
+    for row in rows:
+        if row["status"] == "ok" and row.get("path"):
+            src = Path(shard_audio) / Path(row["path"]).name
+            verify_file(src, row.get("sha256"), record=shard, rule="data_shard")
+            dst = Path(audio_dir) / src.name
+            link_or_copy(src, dst)
+            row = row | {"path": str(dst)}
+        gathered.append(row)
+    return gathered
+
+
+def merge_shards(
+    data: dict, sample_rate: int, shard_paths, out: Path, audio_dir=None, shard_audio=()
+) -> pa.Table:
+    """The shards concatenated into the manifest; with audio_dir, each shard's clips (from its
+    folder in shard_audio, in the order of shard_paths) gathered into audio_dir."""
+    if audio_dir is not None and len(shard_audio) != len(shard_paths):
+        raise ValueError(
+            f"manifest: {len(shard_paths)} shards but {len(shard_audio)} shard audio folders"
+        )
+    rows = []
+    for i, path in enumerate(shard_paths):
+        shard_rows = pq.read_table(path, schema=MANIFEST_SCHEMA).to_pylist()
+        if audio_dir is not None:
+            Path(audio_dir).mkdir(parents=True, exist_ok=True)  # declared, even with no clip
+            shard_rows = gather_clips(shard_rows, shard_audio[i], audio_dir, path)
+        rows += shard_rows
+    ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         raise ValueError("manifest: the shards repeat a clip id; rerun the data shards")
-    table = _table(table.to_pylist(), settings(data), sample_rate, shards=len(tables))
+    table = _table(rows, settings(data), sample_rate, shards=len(shard_paths))
     write_parquet(out, table)
     log(f"manifest: {summarise(table)} -> {out}")
     return table
@@ -765,6 +795,10 @@ def main(argv=None) -> None:
     p = add("manifest", "concatenate the shards into the manifest")
     p.add_argument("--sample-rate", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--audio-dir", type=Path, help="gather the shards' clips into this folder")
+    p.add_argument(
+        "--shard-audio", type=Path, nargs="*", default=[], help="each shard's clip folder"
+    )
     p.add_argument("shards", type=Path, nargs="*")
     p = add("all", "the whole stage in one process")
     p.add_argument("--sample-rate", type=int, required=True)
@@ -790,7 +824,9 @@ def main(argv=None) -> None:
             )
             log(f"shard {args.shard}: {summarise(table)} -> {args.out}")
         elif args.command == "manifest":
-            merge_shards(data, args.sample_rate, args.shards, args.out)
+            merge_shards(
+                data, args.sample_rate, args.shards, args.out, args.audio_dir, args.shard_audio
+            )
         else:
             build_manifest(data, args.sample_rate, args.out)
     except (DataStageError, musiccaps.MetadataError, FileNotFoundError) as exc:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from eisbach import provenance
-from eisbach.atomic import atomic_path, write_json, write_parquet
+from eisbach.atomic import link_or_copy, write_json, write_parquet
 from eisbach.backends import get_backend
 from eisbach.data import file_sha256
 from eisbach.integrity import verify_file
@@ -246,12 +244,7 @@ def publish(work_dir: Path, out_dir: Path) -> None:
     work_dir, out_dir = Path(work_dir), Path(out_dir)
     files = [p for p in work_dir.rglob("*") if p.is_file() and not p.name.startswith(".")]
     for src in sorted(files, key=lambda p: (p.name == MANIFEST, str(p))):
-        with atomic_path(out_dir / src.relative_to(work_dir)) as tmp:
-            tmp.unlink()
-            try:
-                os.link(src, tmp)
-            except OSError:
-                shutil.copy2(src, tmp)
+        link_or_copy(src, out_dir / src.relative_to(work_dir))
 
 
 def load_latents(latents_dir, split: str | None = None) -> list[dict]:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import pyarrow.parquet as pq
 
 from eisbach import provenance, tables
 from eisbach.anchors.view import anchors_view
-from eisbach.atomic import atomic_path, write_json, write_text
+from eisbach.atomic import link_or_copy, write_json, write_text
 from eisbach.figures import (
     FIGURES,
     REFERENCE_FOLDER,
@@ -59,15 +58,6 @@ BACKEND_SCOPE = {
         "this run's data, seeds and settings"
     ),
 }
-
-
-def link_or_copy(src: Path, dest: Path) -> None:
-    with atomic_path(dest) as tmp:
-        tmp.unlink()
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
 
 
 def rel(path: Path, report_dir: Path) -> str:

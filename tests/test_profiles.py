@@ -159,6 +159,7 @@ def test_files_read_downstream_are_declared_outputs(tmp_path):
     that way end to end)."""
     outputs = declared_outputs(dry_run(tmp_path))
     shard, clips = outputs["data_shard"]
-    assert clips == shard.replace("shards/shard-", "audio/shard-").removesuffix(".parquet")
+    assert clips == shard.replace("shards/shard-", "shards/audio-").removesuffix(".parquet")
+    assert outputs["manifest"] == ["results/data/manifest.parquet", "results/data/audio"]
     assert outputs["latents"] == ["results/latents/stable-audio-3"]  # the whole store
     assert re.fullmatch(r"results/samples/[^/]+", outputs["sample_run"][0])  # WAVs + index

@@ -110,8 +110,10 @@ def test_smoke_dag_runs_end_to_end_through_s3(s3_run):
     assert len(shards) == 3  # 8 clips, 3 rows per shard
     wavs = [n for n in names if re.fullmatch(r"results/samples/[^/]+/[a-z0-9_-]+-s\d+\.wav", n)]
     assert len(wavs) == N_SAMPLES
-    clips = [n for n in names if re.fullmatch(r"results/data/audio/shard-0/[^/]+\.wav", n)]
-    assert len(clips) == 8
+    clips = [n for n in names if re.fullmatch(r"results/data/audio/[^/]+\.wav", n)]
+    assert len(clips) == 8  # gathered by the manifest job from the shard's own folder
+    shard_clips = [n for n in names if re.fullmatch(r"results/data/shards/audio-0/[^/]+\.wav", n)]
+    assert len(shard_clips) == 8
     assert all(objects[f"{PREFIX}/{n}"] > 1000 for n in shards + wavs + clips)
     summary = json.loads(
         s3_client(url)

@@ -16,9 +16,11 @@ DATA_CSV = (
 )
 if DATA.get("cookies"):
     os.environ[COOKIES_ENV] = str(DATA["cookies"])
-# Each shard's clips: a folder per shard, declared, so that they reach the jobs that read them
-# (latents, evaluate, figures, report) where jobs share no filesystem (docs/cloud.md).
-DATA_AUDIO = expand("results/data/audio/shard-{shard}", shard=range(DATA_SHARDS))
+# Each shard's clips: a folder per shard, declared, so that they reach the manifest job where
+# jobs share no filesystem (docs/cloud.md); that job gathers them into one declared folder,
+# results/data/audio/<id>.wav, which the later jobs (latents, evaluate, figures, report) read.
+DATA_SHARD_AUDIO = expand("results/data/shards/audio-{shard}", shard=range(DATA_SHARDS))
+DATA_AUDIO = "results/data/audio"
 
 
 rule data_metadata:
@@ -47,7 +49,7 @@ rule data_shard:
         metadata=[] if DATA_SOURCE == "demo" else "results/data/metadata.parquet",
     output:
         shard="results/data/shards/shard-{shard}.parquet",
-        audio=directory("results/data/audio/shard-{shard}"),
+        audio=directory("results/data/shards/audio-{shard}"),
     log:
         "results/logs/data/shard-{shard}.log",
     benchmark:
@@ -83,8 +85,10 @@ rule manifest:
         shards=expand(
             "results/data/shards/shard-{shard}.parquet", shard=range(DATA_SHARDS)
         ),
+        audio=DATA_SHARD_AUDIO,
     output:
         manifest="results/data/manifest.parquet",
+        audio=directory(DATA_AUDIO),
     log:
         "results/logs/data/manifest.log",
     benchmark:
@@ -99,5 +103,6 @@ rule manifest:
         sample_rate=config["backend"]["sample_rate"],
     shell:
         "{params.python:q} scripts/data.py manifest --config-json {params.data:q} "
-        "--sample-rate {params.sample_rate:q} --out {output.manifest:q} {input.shards:q} "
+        "--sample-rate {params.sample_rate:q} --audio-dir {output.audio:q} "
+        "--shard-audio {input.audio:q} --out {output.manifest:q} {input.shards:q} "
         "> {log:q} 2>&1"

@@ -23,6 +23,7 @@ from collections import Counter
 from pathlib import Path
 
 import jinja2
+import markupsafe
 import pyarrow.parquet as pq
 
 from eisbach import provenance, tables
@@ -170,14 +171,21 @@ def table_view(df) -> dict:
     return {"columns": list(df.columns), "rows": [[tables.cell(v) for v in r] for r in df.values]}
 
 
+def breakable(name: str) -> markupsafe.Markup:
+    """A column name that may wrap after its underscores, so that a wide table still fits."""
+    return markupsafe.Markup("_<wbr>").join(markupsafe.escape(name).split("_"))
+
+
 def environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    env = jinja2.Environment(
         loader=jinja2.PackageLoader("eisbach", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["breakable"] = breakable
+    return env
 
 
 def copy_assets(

@@ -45,7 +45,7 @@ RUN uv python install "$PYTHON_VERSION" \
 
 # stable_audio_3 at its pinned commit (envs/stable-audio-3.txt, which the host route's
 # scripts/setup_sa3.sh installs too), without its declared dependencies (they conflict with
-# this stack; DESIGN.md), then this package.
+# this stack: envs/stable-audio-3.txt), then this package.
 COPY pyproject.toml ./
 COPY eisbach/ eisbach/
 RUN uv pip install --python /app/.venv/bin/python --no-deps -r envs/stable-audio-3.txt \

@@ -31,7 +31,7 @@ import yaml
 # attention and adaLN conditioning, and so has 1.14 B parameters against Medium's 1.45 B; the
 # cost and memory models count Medium itself (dit_parameters).
 SA3_MEDIUM = {"embed_dim": 1536, "depth": 24, "num_heads": 24, "io_channels": 256, "cond_dim": 768}
-# SAME-L: ~10.77 latent frames per second of audio (DESIGN.md); MusicCaps clips are 10 s.
+# SAME-L: ~10.77 latent frames per second of audio (measured on SAME-L); MusicCaps clips are 10 s.
 LATENT_RATE = 44100 / 4096
 
 
@@ -55,7 +55,7 @@ class Assumptions:
     downloads_per_hour: float = 300.0
     usd_per_cpu_hour: float = 0.10  # a 2-4 vCPU on-demand instance
     # evaluate, one CPU job: per 10 s clip, analyse() (0.13 s, benchmarks/metrics_speed.py on
-    # 2 shared cores here) and the musicnn embedding of FD-musicnn (DESIGN.md's ~5 s per 6 s
+    # 2 shared cores here) and the musicnn embedding of FD-musicnn (~5 s per 6 s
     # clip on CPU, scaled to 10 s); its threads' speedup has not been measured
     analyse_s_per_clip: float = 0.13
     musicnn_s_per_clip: float = 5.0 * 10 / 6

@@ -1,5 +1,5 @@
-"""The manifest job gathers every shard's clips into results/data/audio/<id>.wav (DESIGN.md's
-path), checked against the sha256 each shard recorded, and names a damaged clip."""
+"""The manifest job gathers every shard's clips into results/data/audio/<id>.wav (the path
+the results layout fixes), checked against the sha256 each shard recorded, and names a damaged clip."""
 
 import numpy as np
 import pyarrow as pa

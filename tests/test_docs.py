@@ -271,3 +271,31 @@ def test_cloud_docs_memory_and_volume_are_the_models():
         assert row in text, f"docs/cloud.md lacks the paper volume's row: {row}"
     down, up = (round(sum(r[k] for r in rows)) for k in ("gb_down", "gb_up"))
     assert f"| **total** | | **{down:,}** | **{up:,}** |" in text
+
+
+def shipped_text_files() -> list[Path]:
+    listed = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    kinds = (".md", ".py", ".smk", ".yaml", ".yml", ".sh", ".txt", ".j2", ".toml")
+    return [
+        REPO / name
+        for name in listed
+        if not name.startswith("tests/")
+        and (name.endswith(kinds) or name in {"Dockerfile", "Makefile", "Snakefile"})
+    ]
+
+
+def test_nothing_shipped_points_outside_the_repository_or_at_missing_docs():
+    """Code, schema, image and docs name only docs that exist, and never the design card that
+    lives beside the checkout rather than in it."""
+    problems = []
+    for path in shipped_text_files():
+        text = path.read_text(errors="replace")
+        where = path.relative_to(REPO)
+        if "DESIGN.md" in text:
+            problems.append(f"{where}: cites DESIGN.md, which is not in the repository")
+        for doc in sorted(set(re.findall(r"\bdocs/[\w.-]+\.md\b", text))):
+            if not (REPO / doc).is_file():
+                problems.append(f"{where}: names {doc}, which does not exist")
+    assert not problems, "\n".join(problems)

@@ -55,7 +55,7 @@ def test_sampler_distributions():
     ln = sample_timesteps("logit_normal", 100_000, g)
     assert ln.median().item() == pytest.approx(0.5, abs=0.01)
     assert torch.quantile(ln, 0.9).item() == pytest.approx(1 / (1 + math.exp(-1.2816)), abs=0.01)
-    # Stable Audio 3: mean ~0.54, 10th-90th percentiles ~0.24-0.84 (DESIGN.md)
+    # Stable Audio 3: mean ~0.54, 10th-90th percentiles ~0.24-0.84 (measured)
     tl = sample_timesteps("trunc_logit_normal", 100_000, g)
     assert tl.mean().item() == pytest.approx(0.54, abs=0.01)
     p10, p90 = torch.quantile(tl, torch.tensor([0.1, 0.9])).tolist()
